@@ -1,0 +1,1 @@
+"""The `pacsflow` console script: one entry point, one module per command group."""

@@ -1,0 +1,245 @@
+"""The settings tree.
+
+One pydantic model per group, combined in `Settings`. Values come, strongest first, from
+keyword arguments, `PACSFLOW_<GROUP>_<NAME>` environment variables, one TOML file, and the
+defaults here, which are the embedded one-machine stack on loopback. Nothing reads settings
+at import time: callers build a `Settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pacsflow.errors import ConfigError
+
+# Development secrets: fine on loopback, refused when environment != "development".
+_DEV_SECRETS = {"pacsflow-dev", "change-me"}
+
+
+class _Group(BaseModel):
+    """A settings group: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsSettings(_Group):
+    var_dir: Path = Field(Path("var"), description="State directory of every embedded service")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+
+class OrthancSettings(_Group):
+    host: str = "127.0.0.1"
+    http_port: int = 8042
+    dicom_port: int = 4242
+    aet: str = "ORTHANC"
+    username: str = "pacsflow"
+    password: SecretStr = SecretStr("pacsflow-dev")
+    stable_age_s: int = Field(5, description="Seconds without new instances before StableStudy")
+    binary: str = "Orthanc"
+    dicomweb_plugin: Path = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+    url: str | None = Field(None, description="External archive base URL; unset = embedded")
+
+    @property
+    def base_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.base_url}/dicom-web"
+
+
+class PrefectSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = 4200
+    api_url: str | None = Field(None, description="External Prefect API; unset = embedded")
+
+    @property
+    def ui_url(self) -> str:
+        return (
+            self.api_url.removesuffix("/api") if self.api_url else f"http://{self.host}:{self.port}"
+        )
+
+    @property
+    def effective_api_url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.port}/api"
+
+
+class MlflowSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = 5000
+    tracking_uri: str | None = Field(None, description="Unset = SQLite under var_dir")
+    ui: bool = Field(True, description="Start the MLflow UI with `stack up`")
+
+
+class DatabaseSettings(_Group):
+    url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite under var_dir")
+
+
+class GatewaySettings(_Group):
+    host: str = "127.0.0.1"
+    aet: str = "PACSFLOW"
+    dicom_port: int = 11112
+    mllp_port: int = 2575
+    http_port: int = 8080
+    allowed_aets: list[str] = Field(default_factory=list, description="Empty = accept any AE")
+    webhook_secret: SecretStr = SecretStr("pacsflow-dev")
+    webhook_replay_window_s: int = 300
+    stable_window_s: dict[str, float] = Field(
+        default_factory=lambda: {"default": 5.0},
+        description="Seconds after the last instance before a study closes, per modality",
+    )
+    dispatch_max_attempts: int = 10
+    routes_file: Path | None = None
+
+
+class RisSettings(_Group):
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int | None = Field(None, description="RIS MLLP port; unset = ORU not sent")
+    timeout_s: float = 10.0
+    sending_facility: str = "PACSFLOW"
+    receiving_application: str = "RIS"
+
+
+class EhrSettings(_Group):
+    fhir_base_url: str | None = Field(None, description="FHIR R4 base; unset = not sent")
+    timeout_s: float = 10.0
+
+
+class NotifySettings(_Group):
+    endpoints: list[str] = Field(default_factory=list, description="URLs POSTed on critical")
+    case_link_base: str = "http://127.0.0.1:8080/cases"
+
+
+class TriageSettings(_Group):
+    critical_probability: float = 0.8
+    uncertain_low: float = 0.35
+    critical_volume_ml: float = 1.0
+    urgent_volume_ml: float = 0.1
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PACSFLOW_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    paths: PathsSettings = PathsSettings()
+    orthanc: OrthancSettings = OrthancSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    ris: RisSettings = RisSettings()
+    ehr: EhrSettings = EhrSettings()
+    notify: NotifySettings = NotifySettings()
+    triage: TriageSettings = TriageSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get("PACSFLOW_CONFIG_FILE")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_outside_development(self) -> Settings:
+        if self.environment == "development":
+            return self
+        weak = [
+            name
+            for name, secret in (
+                ("orthanc.password", self.orthanc.password),
+                ("gateway.webhook_secret", self.gateway.webhook_secret),
+            )
+            if secret.get_secret_value() in _DEV_SECRETS
+        ]
+        if weak:
+            raise ValueError(f"development secrets are not allowed in production: {weak}")
+        return self
+
+    # Derived locations of the embedded services' state.
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.paths.var_dir / 'pacsflow.db').resolve()}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.paths.var_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return (self.paths.var_dir / "mlflow" / "artifacts").resolve()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.paths.var_dir / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.paths.var_dir / "quarantine"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, an optional TOML file, the environment and overrides."""
+    previous = os.environ.get("PACSFLOW_CONFIG_FILE")
+    try:
+        if config_file is not None:
+            if not config_file.is_file():
+                raise ConfigError(f"config file not found: {config_file}")
+            os.environ["PACSFLOW_CONFIG_FILE"] = str(config_file)
+        return Settings(**overrides)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from exc
+    finally:
+        if config_file is not None:
+            if previous is None:
+                os.environ.pop("PACSFLOW_CONFIG_FILE", None)
+            else:
+                os.environ["PACSFLOW_CONFIG_FILE"] = previous
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret replaced by '********'."""
+    data = settings.model_dump(mode="json")  # SecretStr dumps as '**********'
+    data["derived"] = {
+        "database_url": settings.database_url,
+        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        "orthanc_dicomweb_url": settings.orthanc.dicomweb_url,
+        "prefect_api_url": settings.prefect.effective_api_url,
+        "prefect_ui_url": settings.prefect.ui_url,
+    }
+    return data

@@ -1,0 +1,1 @@
+"""pacsflow's own state: outbox, orders, studies, worklist, writebacks, audit, drift records."""

@@ -1,0 +1,1 @@
+"""The embedded one-machine stack: Orthanc, Prefect server, MLflow, pacsflow's database."""

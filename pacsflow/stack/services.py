@@ -1,0 +1,172 @@
+"""The embedded services, each described as a `ManagedProcess` built from the settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from string import Template
+
+import httpx
+
+from pacsflow.config import Settings
+from pacsflow.errors import StackError
+from pacsflow.stack.process import ManagedProcess
+
+INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
+ORTHANC_TEMPLATE = INFRA_DIR / "orthanc" / "orthanc.json.template"
+
+
+def _http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
+    try:
+        return httpx.get(url, auth=auth, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _venv_tool(name: str) -> str:
+    """A console script of the running interpreter's environment (prefect, mlflow, ...)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"{name} is not installed in this environment")
+    return found
+
+
+def render_orthanc_config(settings: Settings, storage_dir: Path) -> str:
+    """The Orthanc configuration for these settings, from the template in infra/orthanc."""
+    o = settings.orthanc
+    text = Template(ORTHANC_TEMPLATE.read_text()).substitute(
+        storage_dir=json.dumps(str(storage_dir.resolve()))[1:-1],
+        http_port=o.http_port,
+        dicom_port=o.dicom_port,
+        aet=o.aet,
+        username=json.dumps(o.username)[1:-1],
+        password=json.dumps(o.password.get_secret_value())[1:-1],
+        stable_age=o.stable_age_s,
+        dicomweb_plugin=json.dumps(str(o.dicomweb_plugin))[1:-1],
+    )
+    json.loads(text)  # fail here, not inside Orthanc, if the template is broken
+    return text
+
+
+def orthanc_service(settings: Settings) -> ManagedProcess:
+    o = settings.orthanc
+    base = settings.paths.var_dir / "orthanc"
+    storage = base / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = base / "orthanc.json"
+    config.write_text(render_orthanc_config(settings, storage))
+    if not o.dicomweb_plugin.exists():
+        raise StackError(
+            f"Orthanc's DICOMweb plugin is missing ({o.dicomweb_plugin}); "
+            "install the Debian packages orthanc and orthanc-dicomweb (make bootstrap)"
+        )
+    auth = (o.username, o.password.get_secret_value())
+    return ManagedProcess(
+        name="orthanc",
+        argv=[o.binary, str(config.resolve())],
+        run_dir=settings.paths.run_dir,
+        log_dir=settings.paths.log_dir,
+        ports=[(o.host, o.http_port), (o.host, o.dicom_port)],
+        ready=lambda: _http_ok(f"{o.base_url}/dicom-web/studies?limit=1", auth),
+        start_timeout_s=30,
+    )
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    home = (settings.paths.var_dir / "prefect").resolve()
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": settings.prefect.effective_api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_UI_API_URL": settings.prefect.effective_api_url,
+        "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+    }
+
+
+def prefect_service(settings: Settings) -> ManagedProcess:
+    p = settings.prefect
+    (settings.paths.var_dir / "prefect").mkdir(parents=True, exist_ok=True)
+    return ManagedProcess(
+        name="prefect",
+        argv=[_venv_tool("prefect"), "server", "start", "--host", p.host, "--port", str(p.port)],
+        env=prefect_env(settings),
+        run_dir=settings.paths.run_dir,
+        log_dir=settings.paths.log_dir,
+        ports=[(p.host, p.port)],
+        ready=lambda: _http_ok(f"{p.effective_api_url}/health"),
+        start_timeout_s=90,
+    )
+
+
+def mlflow_env(settings: Settings) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+
+
+def mlflow_service(settings: Settings) -> ManagedProcess:
+    m = settings.mlflow
+    settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
+    return ManagedProcess(
+        name="mlflow",
+        argv=[
+            _venv_tool("mlflow"),
+            "server",
+            "--backend-store-uri",
+            settings.mlflow_tracking_uri,
+            "--default-artifact-root",
+            str(settings.mlflow_artifact_root),
+            "--host",
+            m.host,
+            "--port",
+            str(m.port),
+            "--workers",
+            "1",
+        ],
+        env=mlflow_env(settings),
+        run_dir=settings.paths.run_dir,
+        log_dir=settings.paths.log_dir,
+        ports=[(m.host, m.port)],
+        ready=lambda: _http_ok(f"http://{m.host}:{m.port}/health"),
+        start_timeout_s=90,
+    )
+
+
+def gateway_service(settings: Settings) -> ManagedProcess:
+    g = settings.gateway
+    return ManagedProcess(
+        name="gateway",
+        argv=[sys.executable, "-m", "pacsflow.cli.main", "gateway"],
+        env={**prefect_env(settings), **mlflow_env(settings)},
+        run_dir=settings.paths.run_dir,
+        log_dir=settings.paths.log_dir,
+        ports=[(g.host, g.dicom_port), (g.host, g.mllp_port), (g.host, g.http_port)],
+        ready=lambda: _http_ok(f"http://{g.host}:{g.http_port}/health"),
+        start_timeout_s=60,
+    )
+
+
+def worker_service(settings: Settings) -> ManagedProcess:
+    """The Prefect runner that serves pacsflow's deployments (deployments.serve)."""
+    return ManagedProcess(
+        name="worker",
+        argv=[sys.executable, "-m", "deployments.serve"],
+        env={
+            **prefect_env(settings),
+            **mlflow_env(settings),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        },
+        run_dir=settings.paths.run_dir,
+        log_dir=settings.paths.log_dir,
+        ports=[],
+        ready=lambda: True,
+        start_timeout_s=120,
+    )
