@@ -104,9 +104,7 @@ def sort_by_slice_position(
         raise InvalidInputError("no source images")
     try:
         orientation = np.asarray(source_images[0].ImageOrientationPatient, dtype=float)
-        positions = [
-            np.asarray(image.ImagePositionPatient, dtype=float) for image in source_images
-        ]
+        positions = [np.asarray(image.ImagePositionPatient, dtype=float) for image in source_images]
         orientations = [
             np.asarray(image.ImageOrientationPatient, dtype=float) for image in source_images
         ]

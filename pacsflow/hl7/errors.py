@@ -64,7 +64,9 @@ class Hl7ValidationError(InvalidInputError):
         self.ack_code = ack_code
 
     @classmethod
-    def missing(cls, segment: str, field: int, what: str, *, sequence: int = 1) -> Hl7ValidationError:
+    def missing(
+        cls, segment: str, field: int, what: str, *, sequence: int = 1
+    ) -> Hl7ValidationError:
         """A required field is empty: "PID-3 patient identifier missing" (table 0357: 101)."""
         return cls(
             f"{segment}-{field} {what} missing",

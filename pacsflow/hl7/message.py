@@ -25,7 +25,7 @@ _HEADER_SCAN_BYTES = 4096
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment; ``fields[n]`` is the raw (still escaped) text of SEG-n, ``fields[0]`` the name."""
+    """One segment: ``fields[n]`` is the raw (escaped) text of SEG-n, ``fields[0]`` the name."""
 
     fields: tuple[str, ...]
     encoding: Encoding
@@ -52,7 +52,7 @@ class Segment:
     def get(
         self, position: int, component: int = 1, subcomponent: int = 1, *, repetition: int = 1
     ) -> str:
-        """Unescaped value of SEG-position.component.subcomponent in one repetition ("" if absent)."""
+        """Unescaped SEG-position.component.subcomponent of one repetition ("" if absent)."""
         if self.name == "MSH" and position <= 2:
             return self.field(position)
         reps = self.repetitions(position)
@@ -146,7 +146,9 @@ class Hl7Message:
     @property
     def message_type(self) -> str:
         """MSH-9.1^MSH-9.2 as one string, e.g. "ORM^O01" (standard delimiter regardless)."""
-        return f"{self.message_code}^{self.trigger_event}" if self.trigger_event else self.message_code
+        return (
+            f"{self.message_code}^{self.trigger_event}" if self.trigger_event else self.message_code
+        )
 
     @property
     def control_id(self) -> str:

@@ -1,0 +1,123 @@
+"""A 3D segmentation network with its pre-processing, shared by both pathways' models.
+
+The configuration travels with the weights (config JSON beside the state dict), so a
+registered version carries everything needed to run it: network shape, model spacing,
+HU windows (one input channel each) and the decision threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import UNet
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    kind: str  # "ich" | "nodule"
+    spacing_zyx: tuple[float, float, float]  # model grid, mm
+    windows: tuple[tuple[float, float], ...]  # HU (low, high) per input channel
+    channels: tuple[int, ...] = (8, 16, 32, 64)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    threshold: float = 0.5
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> SegmenterConfig:
+        raw = json.loads(text)
+        raw["spacing_zyx"] = tuple(raw["spacing_zyx"])
+        raw["windows"] = tuple(tuple(w) for w in raw["windows"])
+        raw["channels"] = tuple(raw["channels"])
+        raw["strides"] = tuple(raw["strides"])
+        return cls(**raw)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def build_network(config: SegmenterConfig) -> torch.nn.Module:
+    return UNet(
+        spatial_dims=3,
+        in_channels=len(config.windows),
+        out_channels=1,
+        channels=config.channels,
+        strides=config.strides,
+        num_res_units=config.num_res_units,
+    )
+
+
+def window_channels(hu: torch.Tensor, windows: tuple[tuple[float, float], ...]) -> torch.Tensor:
+    """(z, y, x) HU -> (C, z, y, x), each channel one HU window scaled to [0, 1]."""
+    return torch.stack([((hu - lo) / (hi - lo)).clamp_(0.0, 1.0) for lo, hi in windows])
+
+
+def resample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Resample a (N, C, z, y, x) tensor to a new grid: area averaging when shrinking
+    every axis (no aliasing), trilinear otherwise."""
+    if tuple(x.shape[-3:]) == shape:
+        return x
+    shrinking = all(t <= s for t, s in zip(shape, x.shape[-3:], strict=True))
+    if shrinking:
+        return F.interpolate(x, size=shape, mode="area")
+    return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
+
+
+def model_grid_shape(
+    shape_zyx: tuple[int, int, int],
+    spacing_zyx: tuple[float, float, float],
+    model_spacing: tuple[float, float, float],
+) -> tuple[int, int, int]:
+    return tuple(  # type: ignore[return-value]
+        max(1, round(n * s / m))
+        for n, s, m in zip(shape_zyx, spacing_zyx, model_spacing, strict=True)
+    )
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    z, y, xx = x.shape[-3:]
+    pads = [(-n) % multiple for n in (z, y, xx)]
+    if any(pads):
+        x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
+    return x, (z, y, xx)
+
+
+class Segmenter:
+    """Network + config; `probability` maps a HU volume to a probability on its own grid."""
+
+    def __init__(self, config: SegmenterConfig, network: torch.nn.Module) -> None:
+        self.config = config
+        self.network = network.eval()
+
+    @classmethod
+    def from_files(cls, weights: Path, config: Path) -> Segmenter:
+        cfg = SegmenterConfig.from_json(Path(config).read_text())
+        net = build_network(cfg)
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return cls(cfg, net)
+
+    def prepare(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> torch.Tensor:
+        """HU volume on its own grid -> (1, C, z, y, x) network input on the model grid."""
+        t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+        shape = model_grid_shape(tuple(hu.shape), spacing_zyx, self.config.spacing_zyx)
+        t = resample(t, shape)[0, 0]
+        return window_channels(t, self.config.windows)[None]
+
+    @torch.inference_mode()
+    def probability_on_model_grid(self, x: torch.Tensor) -> torch.Tensor:
+        multiple = 2 ** len(self.config.strides)
+        padded, (z, y, xx) = _pad_to_multiple(x, multiple)
+        logits = self.network(padded)[..., :z, :y, :xx]
+        return torch.sigmoid(logits)
+
+    @torch.inference_mode()
+    def probability(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+        """Probability of the target class for each voxel of the source grid (float32)."""
+        prob = self.probability_on_model_grid(self.prepare(hu, spacing_zyx))
+        back = F.interpolate(prob, size=tuple(hu.shape), mode="trilinear", align_corners=False)
+        return back[0, 0].numpy()

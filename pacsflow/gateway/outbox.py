@@ -1,0 +1,120 @@
+"""The durable outbox: one row per accepted trigger, written before the acknowledgement.
+
+States: pending -> dispatched (a Prefect flow run exists) | dead (gave up, with the reason).
+The idempotency key makes a re-sent study, order or webhook a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pacsflow.db.tables import OutboxEntry
+
+PENDING, DISPATCHED, DEAD = "pending", "dispatched", "dead"
+
+
+def idempotency_key(pathway: str, study_uid: str, model_version: str | None = None) -> str:
+    """(pathway, study, model version): a new champion version may read the study again."""
+    return f"{pathway}:{study_uid}:{model_version or 'champion'}"
+
+
+def backoff_s(attempts: int, base_s: float = 1.0, cap_s: float = 300.0) -> float:
+    """Exponential back-off between dispatch attempts: 1, 2, 4, ... seconds, capped."""
+    return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
+
+
+class Outbox:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def enqueue(
+        self,
+        *,
+        source: str,
+        pathway: str,
+        study_uid: str | None,
+        parameters: dict[str, Any],
+        key: str,
+        session: Session | None = None,
+    ) -> tuple[OutboxEntry, bool]:
+        """Insert a row unless the key exists. Returns (row, created). Commits when it owns the
+        session; inside a caller's session it flushes and leaves the commit to the caller."""
+        if session is not None:
+            return self._enqueue_in(session, source, pathway, study_uid, parameters, key)
+        with self.sessions() as own:
+            try:
+                row, created = self._enqueue_in(own, source, pathway, study_uid, parameters, key)
+                own.commit()
+                return row, created
+            except IntegrityError:  # a concurrent writer inserted the same key first
+                own.rollback()
+                existing = own.scalar(select(OutboxEntry).where(OutboxEntry.idempotency_key == key))
+                assert existing is not None
+                return existing, False
+
+    @staticmethod
+    def _enqueue_in(
+        session: Session,
+        source: str,
+        pathway: str,
+        study_uid: str | None,
+        parameters: dict[str, Any],
+        key: str,
+    ) -> tuple[OutboxEntry, bool]:
+        existing = session.scalar(select(OutboxEntry).where(OutboxEntry.idempotency_key == key))
+        if existing is not None:
+            return existing, False
+        row = OutboxEntry(
+            idempotency_key=key,
+            source=source,
+            pathway=pathway,
+            study_uid=study_uid,
+            parameters=parameters,
+            state=PENDING,
+        )
+        session.add(row)
+        session.flush()
+        return row, True
+
+    def due(self, session: Session, limit: int = 20) -> Sequence[OutboxEntry]:
+        """Pending rows whose next attempt is due, locked for this dispatcher where the
+        database supports it (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite serialises writers)."""
+        now = datetime.now(UTC)
+        query = (
+            select(OutboxEntry)
+            .where(OutboxEntry.state == PENDING, OutboxEntry.next_attempt_at <= now)
+            .order_by(OutboxEntry.id)
+            .limit(limit)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return session.scalars(query).all()
+
+    @staticmethod
+    def mark_dispatched(row: OutboxEntry, flow_run_id: str) -> None:
+        row.state = DISPATCHED
+        row.flow_run_id = flow_run_id
+        row.dispatched_at = datetime.now(UTC)
+        row.last_error = None
+
+    @staticmethod
+    def mark_failed(row: OutboxEntry, reason: str, *, max_attempts: int, permanent: bool) -> None:
+        row.attempts += 1
+        row.last_error = reason[:2000]
+        if permanent or row.attempts >= max_attempts:
+            row.state = DEAD
+        else:
+            row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=backoff_s(row.attempts))
+
+    def list(self, state: str | None = None, limit: int = 100) -> Sequence[OutboxEntry]:
+        with self.sessions() as session:
+            query = select(OutboxEntry).order_by(OutboxEntry.id.desc()).limit(limit)
+            if state:
+                query = query.where(OutboxEntry.state == state)
+            return session.scalars(query).all()

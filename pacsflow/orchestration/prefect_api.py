@@ -1,0 +1,111 @@
+"""A small client of the Prefect server's REST API: create flow runs, emit events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from pacsflow.errors import InvalidInputError, PeerUnavailableError
+
+
+class PrefectApi:
+    """Create flow runs of named deployments with an idempotency key (same key, same run)."""
+
+    def __init__(self, api_url: str, *, timeout_s: float = 10.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.api_url, timeout=timeout_s)
+        self._deployment_ids: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PeerUnavailableError(f"Prefect API unreachable ({self.api_url}): {exc}") from exc
+        if response.status_code >= 500:
+            raise PeerUnavailableError(f"Prefect API answered {response.status_code} on {path}")
+        return response
+
+    def healthy(self) -> bool:
+        try:
+            return self._request("GET", "/health").status_code == 200
+        except PeerUnavailableError:
+            return False
+
+    def deployment_id(self, deployment: str) -> str:
+        """Resolve 'flow-name/deployment-name' to its id (cached)."""
+        if deployment in self._deployment_ids:
+            return self._deployment_ids[deployment]
+        flow_name, _, name = deployment.partition("/")
+        if not name:
+            raise InvalidInputError(f"deployment must be 'flow/deployment', got {deployment!r}")
+        response = self._request("GET", f"/deployments/name/{flow_name}/{name}")
+        if response.status_code == 404:
+            # Not deployed yet (the runner may still be starting): worth retrying.
+            raise PeerUnavailableError(f"deployment {deployment!r} is not registered yet")
+        response.raise_for_status()
+        self._deployment_ids[deployment] = str(response.json()["id"])
+        return self._deployment_ids[deployment]
+
+    def create_flow_run(
+        self,
+        deployment: str,
+        parameters: dict[str, Any],
+        *,
+        idempotency_key: str,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> str:
+        """Create (or find, for a known key) a flow run; returns its id without waiting."""
+        dep_id = self.deployment_id(deployment)
+        body: dict[str, Any] = {
+            "parameters": parameters,
+            "idempotency_key": idempotency_key,
+            "tags": tags or [],
+        }
+        if name:
+            body["name"] = name
+        response = self._request("POST", f"/deployments/{dep_id}/create_flow_run", json=body)
+        if response.status_code == 404:
+            self._deployment_ids.pop(deployment, None)
+            raise PeerUnavailableError(f"deployment {deployment!r} disappeared")
+        if response.status_code >= 400:
+            raise InvalidInputError(
+                f"Prefect refused a run of {deployment}: {response.status_code} {response.text}"
+            )
+        return str(response.json()["id"])
+
+    def emit_event(
+        self, event: str, resource_id: str, payload: dict[str, Any], **labels: str
+    ) -> None:
+        """Record an event (operators see arrivals in the UI; triggers may react)."""
+        body = [
+            {
+                "id": str(uuid.uuid4()),
+                "occurred": datetime.now(UTC).isoformat(),
+                "event": event,
+                "resource": {"prefect.resource.id": resource_id, **labels},
+                "related": [],
+                "payload": payload,
+            }
+        ]
+        response = self._request("POST", "/events", json=body)
+        if response.status_code >= 400:
+            raise InvalidInputError(f"Prefect refused event {event}: {response.text}")
+
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        response = self._request("GET", f"/flow_runs/{flow_run_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def flow_runs_of(self, deployment: str, limit: int = 200) -> list[dict[str, Any]]:
+        dep_id = self.deployment_id(deployment)
+        body = {"deployments": {"id": {"any_": [dep_id]}}, "limit": limit}
+        response = self._request("POST", "/flow_runs/filter", json=body)
+        response.raise_for_status()
+        return list(response.json())
