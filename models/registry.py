@@ -66,10 +66,32 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def default_artifact_root(tracking_uri: str) -> Path | None:
+    """Where runs logged straight into a SQLite store keep their artifacts: `artifacts/`
+    beside the database (the layout `pacsflow stack` gives the MLflow server). Without
+    this MLflow would fall back to `./mlruns` under whatever the working directory is."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix) :]).resolve().parent / "artifacts"
+
+
 class Registry:
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, *, artifact_root: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root or default_artifact_root(tracking_uri)
         self.client = _client(tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment `name`, created (with its artifacts under the artifact
+        root) when missing."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.artifact_root is not None:
+            location = (self.artifact_root / name).resolve().as_uri()
+        return str(self.client.create_experiment(name, artifact_location=location))
 
     # --- registration -------------------------------------------------------------
     def register(
@@ -90,8 +112,8 @@ class Registry:
 
         from models.serving import SegmenterPyfunc
 
-        mlflow.set_experiment(experiment or f"pacsflow-{name}")
-        with mlflow.start_run(run_name=f"{name}-register") as run:
+        experiment_id = self.experiment_id(experiment or f"pacsflow-{name}")
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-register") as run:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.log_metrics(metrics)
             mlflow.log_text(model_card, "model_card.md")

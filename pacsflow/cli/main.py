@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pacsflow import __version__
-from pacsflow.cli import config_cmd, stack_cmd
+from pacsflow.cli import config_cmd, gateway_cmd, routes_cmd, stack_cmd
 from pacsflow.config import load_settings
 from pacsflow.errors import PacsflowError
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_cmd.add_parser(sub)
     stack_cmd.add_parser(sub)
+    gateway_cmd.add_parser(sub)
+    routes_cmd.add_parser(sub)
     _add_optional_groups(sub)
     return parser
 

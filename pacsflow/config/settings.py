@@ -106,6 +106,9 @@ class GatewaySettings(_Group):
         description="Seconds after the last instance before a study closes, per modality",
     )
     dispatch_max_attempts: int = 10
+    vna_change_feed: bool = Field(
+        False, description="Also trigger on the archive's StableStudy changes (Orthanc)"
+    )
     routes_file: Path | None = None
 
 

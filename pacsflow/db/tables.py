@@ -147,3 +147,14 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Patient(Base):
+    """Patient facts from ADT (A01/A04/A08) that pathways may use. Names are not kept."""
+
+    __tablename__ = "patients"
+
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    birth_date: Mapped[str | None] = mapped_column(String(8), nullable=True)  # YYYYMMDD
+    sex: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

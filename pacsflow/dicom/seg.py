@@ -217,11 +217,18 @@ def build_seg(
     )
 
 
-def segment_number_for_tracking_uid(seg: pydicom.Dataset, tracking_uid: str) -> int | None:
-    """Segment Number of the segment with ``tracking_uid`` in a SEG, or None."""
-    for item in seg.SegmentSequence:
-        if str(item.get("TrackingUID", "")) == tracking_uid:
-            return int(item.SegmentNumber)
+def find_segment(
+    seg: pydicom.Dataset, tracking_uid: str, tracking_id: str
+) -> tuple[int, str] | None:
+    """(Segment Number, Tracking UID) of a finding's segment in a SEG, or None.
+
+    Matches the Tracking UID first, then the Tracking ID (in case the SEG was built with
+    another ``seed_uid_entropy``, which changes derived tracking UIDs but not the IDs).
+    """
+    for key, wanted in (("TrackingUID", tracking_uid), ("TrackingID", tracking_id)):
+        for item in seg.SegmentSequence:
+            if str(item.get(key, "")) == wanted:
+                return int(item.SegmentNumber), str(item.get("TrackingUID", tracking_uid))
     return None
 
 

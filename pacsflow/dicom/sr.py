@@ -43,10 +43,10 @@ from pacsflow.dicom.seg import (
     MANUFACTURER,
     MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
     derived_uid,
+    find_segment,
     finding_tracking_id,
     finding_tracking_uid,
     finding_type_code,
-    segment_number_for_tracking_uid,
 )
 from pacsflow.domain import Finding, Location, ModelRef, Priority
 from pacsflow.errors import InvalidInputError
@@ -483,28 +483,29 @@ def _finding_group(
     | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
 ):
     tracking_uid = finding_tracking_uid(study_uid, model, index, finding, seed_uid_entropy)
+    tracking_id = finding_tracking_id(index, finding)
+    segment = find_segment(seg, tracking_uid, tracking_id) if seg is not None else None
+    if segment is not None:
+        tracking_uid = segment[1]  # one tracking UID for the finding in SEG and SR
     common = {
-        "tracking_identifier": hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=finding_tracking_id(index, finding)
-        ),
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=tracking_id),
         "finding_category": MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         "finding_type": finding_type_code(finding),
         "algorithm_id": algorithm,
         "finding_sites": _finding_sites(finding),
         "measurements": _finding_measurements(finding, algorithm),
     }
-    segment_number = segment_number_for_tracking_uid(seg, tracking_uid) if seg is not None else None
     group: (
         hd.sr.MeasurementsAndQualitativeEvaluations
         | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     )
-    if seg is not None and segment_number is not None:
+    if seg is not None and segment is not None:
         # highdicom's ReferencedSegment.from_segmentation fails on single-segment SEGs
         # (0.28.2), so the reference is built from the SEG's UIDs and the source series.
         referenced = hd.sr.ReferencedSegment(
             sop_class_uid=str(seg.SOPClassUID),
             sop_instance_uid=str(seg.SOPInstanceUID),
-            segment_number=segment_number,
+            segment_number=segment[0],
             source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
         )
         group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(

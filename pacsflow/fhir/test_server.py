@@ -32,7 +32,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from pacsflow.errors import InvalidInputError, StackError
+from pacsflow.errors import InvalidInputError, PacsflowError, StackError
 from pacsflow.fhir.resources import resource_class, validate_resource
 
 FHIR_JSON = "application/fhir+json"
@@ -58,7 +58,7 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
-class FhirHttpError(Exception):
+class FhirHttpError(PacsflowError):
     """An HTTP answer with an OperationOutcome (inside the test double only)."""
 
     def __init__(self, status: int, code: str, diagnostics: str) -> None:

@@ -132,6 +132,8 @@ class MllpDecoder:
             self._size = len(self._buffer) - 1
             del self._buffer[:-1]
             self._state = _State.DISCARDING
+            if self._size > self.max_discard_bytes:
+                self._fail(events, f"message longer than {self.max_discard_bytes} bytes")
         return len(data)
 
     def _discard(self, data: bytes, pos: int, events: list[MllpEvent]) -> int:

@@ -42,32 +42,42 @@ PID = r"PID|1||PAT123^^^HOSP^MR~OLD77^^^OTHER||Doe^Jane^Q||19700131|F"
 
 def orm_v23(endings: str = "\r") -> str:
     """ORM^O01 as a v2.3 RIS sends it: priority in ORC-7 / OBR-27 (TQ.6), a Z-segment."""
-    return endings.join(
-        [
-            msh("ORM^O01", "ORM0001", "2.3"),
-            PID,
-            r"PV1|1|E",
-            r"ZPI|custom^value|with\F\pipe",
-            seg(
-                "ORC",
-                {1: "NW", 2: "PL1^RIS", 3: "FI1^PACS", 5: "SC", 7: "^^^^^S", 12: "1234^House^Greg"},
-            ),
-            seg(
-                "OBR",
-                {
-                    1: "1",
-                    2: "PL1",
-                    3: "FI1",
-                    4: "CTHEAD^CT head without contrast^L",
-                    16: "999^Other^Doc",
-                    18: "ACC001",
-                    27: "^^^^^S",
-                    31: "^Sudden weakness \\T\\ aphasia",
-                },
-            ),
-            "ZDS|1.2.840.99.1^^Application^DICOM",
-        ]
-    ) + endings
+    return (
+        endings.join(
+            [
+                msh("ORM^O01", "ORM0001", "2.3"),
+                PID,
+                r"PV1|1|E",
+                r"ZPI|custom^value|with\F\pipe",
+                seg(
+                    "ORC",
+                    {
+                        1: "NW",
+                        2: "PL1^RIS",
+                        3: "FI1^PACS",
+                        5: "SC",
+                        7: "^^^^^S",
+                        12: "1234^House^Greg",
+                    },
+                ),
+                seg(
+                    "OBR",
+                    {
+                        1: "1",
+                        2: "PL1",
+                        3: "FI1",
+                        4: "CTHEAD^CT head without contrast^L",
+                        16: "999^Other^Doc",
+                        18: "ACC001",
+                        27: "^^^^^S",
+                        31: "^Sudden weakness \\T\\ aphasia",
+                    },
+                ),
+                "ZDS|1.2.840.99.1^^Application^DICOM",
+            ]
+        )
+        + endings
+    )
 
 
 def omi_v251() -> str:

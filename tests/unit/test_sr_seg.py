@@ -236,6 +236,18 @@ def test_sr_read_back_gives_volume_algorithm_and_segment(ct: list[Dataset]) -> N
     assert "Subtype: intraparenchymal" in finding.notes
 
 
+def test_sr_finds_the_segment_even_when_uid_seeds_differ(ct: list[Dataset]) -> None:
+    seg = build_seg(ct, blob_mask(), [HEMORRHAGE], MODEL, seed_uid_entropy="series-a")
+    assert seg is not None
+    sr = build_sr(
+        ct, [HEMORRHAGE], MODEL, seg=seg, study_probability=0.9, priority=Priority.CRITICAL
+    )
+
+    (finding,) = read_sr_summary(sr).findings
+    assert finding.segment_number == 1
+    assert finding.tracking_uid == seg.SegmentSequence[0].TrackingUID
+
+
 def test_sr_references_source_images_and_seg_as_evidence(ct: list[Dataset]) -> None:
     sr, seg = _result_sr(ct)
 

@@ -1,0 +1,1 @@
+"""Intracranial hemorrhage (ICH) model for non-contrast head CT."""

@@ -1,0 +1,101 @@
+"""Probability map -> hemorrhage findings measured on the source grid.
+
+Per lesion: volume in mL (voxel count x voxel volume), centroid in patient coordinates,
+side (LPS +x is the patient's left), supra/infratentorial compartment, and a subtype
+estimate from its relation to the skull (extra-axial lesions touch the inner table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from models.volume import Volume
+from pacsflow.domain import Finding, Location
+
+BONE_HU = 300.0
+HEAD_HU = -200.0
+
+
+def _midline_x(volume: Volume, head: np.ndarray) -> float:
+    cols = np.nonzero(head.any(axis=(0, 1)))[0]
+    centre_col = (cols[0] + cols[-1]) / 2 if cols.size else volume.hu.shape[2] / 2
+    return float(volume.to_lps(np.array([0.0, 0.0, centre_col]))[0])
+
+
+def _compartment(z_index: float, head: np.ndarray) -> str:
+    zs = np.nonzero(head.any(axis=(1, 2)))[0]
+    if zs.size == 0:
+        return "supratentorial"
+    # The posterior fossa is roughly the lowest quarter of the head's extent; z grows
+    # superiorly for axial series sorted along the normal (feet to head).
+    return "infratentorial" if z_index < zs[0] + 0.25 * (zs[-1] - zs[0]) else "supratentorial"
+
+
+def _subtype(component: np.ndarray, bone_near: np.ndarray) -> str:
+    touching = np.count_nonzero(component & bone_near) / max(1, np.count_nonzero(component))
+    if touching < 0.15:
+        return "intraparenchymal"
+    # Extra-axial: a lens (epidural) is thick for its extent, a crescent (subdural) thin.
+    thickness = ndimage.distance_transform_edt(component.any(axis=0)).max()
+    extent = np.sqrt(np.count_nonzero(component.any(axis=0)))
+    return "epidural" if thickness > 0.28 * extent else "subdural"
+
+
+def findings_from_probability(
+    prob: np.ndarray,
+    volume: Volume,
+    *,
+    threshold: float = 0.5,
+    min_volume_ml: float = 0.05,
+) -> tuple[list[Finding], np.ndarray, float]:
+    """Returns (findings, label map on the source grid (0 = none, i = finding i), study
+    probability). Components smaller than min_volume_ml are noise, not findings."""
+    mask = prob >= threshold
+    labels, _ = ndimage.label(mask)
+    head = volume.hu > HEAD_HU
+    bone = volume.hu > BONE_HU
+    # Within ~3 mm of bone in-plane.
+    dy, dx = volume.spacing_zyx[1:]
+    reach = max(1, round(3.0 / min(dy, dx)))
+    bone_near = ndimage.binary_dilation(bone, structure=np.ones((1, 3, 3), bool), iterations=reach)
+    midline = _midline_x(volume, head)
+    findings: list[Finding] = []
+    out = np.zeros(prob.shape, dtype=np.uint8)
+    scores: list[float] = []
+    objects = ndimage.find_objects(labels)
+    for index, box in enumerate(objects, start=1):
+        if box is None:
+            continue
+        component = labels[box] == index
+        volume_ml = float(np.count_nonzero(component) * volume.voxel_volume_ml)
+        if volume_ml < min_volume_ml:
+            continue
+        local = np.argwhere(component).mean(axis=0)
+        centre = local + np.array([s.start for s in box])
+        lps = volume.to_lps(centre)
+        offset = float(lps[0] - midline)
+        side = "left" if offset > 3.0 else "right" if offset < -3.0 else "midline"
+        score = float(np.percentile(prob[box][component], 95))
+        findings.append(
+            Finding(
+                kind="hemorrhage",
+                subtype=_subtype(component, bone_near[box]),
+                probability=min(1.0, max(0.0, score)),
+                volume_ml=round(volume_ml, 3),
+                centroid_mm=(float(lps[0]), float(lps[1]), float(lps[2])),
+                location=Location(side=side, compartment=_compartment(centre[0], head)),
+            )
+        )
+        scores.append(score)
+        if len(findings) < 255:
+            out[box][component] = len(findings)
+    # Largest first: the report and the SR lead with the main lesion.
+    order = sorted(range(len(findings)), key=lambda i: -(findings[i].volume_ml or 0))
+    remap = np.zeros(len(findings) + 1, dtype=np.uint8)
+    for new, old in enumerate(order, start=1):
+        remap[old + 1] = new
+    findings = [findings[i] for i in order]
+    out = remap[out]
+    study_probability = max(scores) if scores else float(prob.max(initial=0.0))
+    return findings, out, float(min(1.0, max(0.0, study_probability)))

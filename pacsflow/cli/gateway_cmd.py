@@ -1,0 +1,50 @@
+"""`pacsflow gateway` (run the listeners) and `pacsflow outbox` (what happened to triggers)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pacsflow.config import Settings
+from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
+from pacsflow.gateway.outbox import Outbox
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gw = sub.add_parser(
+        "gateway",
+        help="run the ingest gateway (DICOM SCP, HL7 MLLP, webhook) in the foreground",
+        description="Runs every listener in one process: the DICOM SCP (C-ECHO, C-STORE, "
+        "MPPS), the HL7 v2 MLLP listener, the signed webhook and, if configured, the VNA "
+        "change-feed watcher. Accepted triggers go to the durable outbox, and the dispatcher "
+        "starts a Prefect flow run for each. `pacsflow stack up` starts it in the background.",
+    )
+    gw.set_defaults(handler=run_gateway_cmd)
+
+    ob = sub.add_parser("outbox", help="list outbox rows (accepted triggers) and their state")
+    ob.add_argument("--state", choices=["pending", "dispatched", "dead"], help="only this state")
+    ob.add_argument("--limit", type=int, default=50)
+    ob.set_defaults(handler=run_outbox)
+
+
+def run_gateway_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from pacsflow.gateway.service import run_gateway
+
+    run_gateway(settings)
+    return 0
+
+
+def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    upgrade(settings.database_url)
+    outbox = Outbox(make_sessionmaker(make_engine(settings.database_url)))
+    rows = outbox.list(args.state, args.limit)
+    if not rows:
+        print("outbox is empty" + (f" for state {args.state}" if args.state else ""))
+        return 0
+    print(f"{'id':>5} {'state':10} {'source':8} {'pathway':16} {'tries':>5}  study / detail")
+    for r in rows:
+        detail = r.flow_run_id if r.state == "dispatched" else (r.last_error or "")
+        print(
+            f"{r.id:>5} {r.state:10} {r.source:8} {r.pathway:16} {r.attempts:>5}  "
+            f"{r.study_uid}  {detail[:80]}"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""Governance: the hash-chained audit trail (and, later, RBAC, review queue, drift)."""

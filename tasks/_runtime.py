@@ -1,0 +1,35 @@
+"""Per-process state of a worker: settings, database sessions, sources. Built once."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pacsflow.config import load_settings
+from pacsflow.db.session import make_engine, make_sessionmaker
+from pacsflow.errors import TransientError
+from pacsflow.pathways.sources import StudySource
+from pacsflow.writeback.ledger import Ledger
+from pacsflow.writeback.writers import PathwayEnv
+
+
+@functools.cache
+def env() -> PathwayEnv:
+    settings = load_settings()
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    return PathwayEnv(settings, sessions, StudySource(settings, sessions), Ledger(sessions))
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: retry what may succeed later (peer down), never bad input."""
+    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as raised:  # the stored result may itself be unavailable
+            exc = raised
+    return isinstance(exc, TransientError)
+
+
+# Back-off for writebacks: a RIS or archive that is down for a few minutes still gets it.
+WRITEBACK_RETRY_DELAYS = [2, 5, 10, 20, 30, 60, 60, 60]
