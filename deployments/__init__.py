@@ -1,0 +1,1 @@
+"""How flows run: Prefect deployments, schedules, and the warm runner that serves them."""

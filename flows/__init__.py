@@ -1,0 +1,1 @@
+"""Prefect flows: one module per clinical pathway (plus sweeps and drift monitoring)."""

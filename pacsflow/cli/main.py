@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pacsflow import __version__
-from pacsflow.cli import config_cmd, gateway_cmd, routes_cmd, stack_cmd
+from pacsflow.cli import config_cmd, gateway_cmd, routes_cmd, serve_cmd, stack_cmd
 from pacsflow.config import load_settings
 from pacsflow.errors import PacsflowError
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack_cmd.add_parser(sub)
     gateway_cmd.add_parser(sub)
     routes_cmd.add_parser(sub)
+    serve_cmd.add_parser(sub)
     _add_optional_groups(sub)
     return parser
 
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Request lines of the HTTP client are noise at INFO (and may carry query values).
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.config is not None:
+        # Child services started by this command (stack up, serve) read the same file.
+        os.environ["PACSFLOW_CONFIG_FILE"] = str(args.config.resolve())
     try:
         settings = load_settings(args.config)
         return int(args.handler(args, settings) or 0)

@@ -107,10 +107,12 @@ def _err_segment(
     erl = compose(enc, *location.components()) if location else ""
     err3 = compose(enc, code.value, code.text, "HL70357")
     err1 = ""
-    if version_tuple(original.version or "2.5.1") < (2, 5) and location is not None:
+    if version_tuple(original.version or "2.5.1") < (2, 5):
+        # ERR-1 (ELD) is required before v2.5: segment ^ sequence ^ field ^ code&text&table.
         sub = enc.subcomponent
         eld_code = sub.join([code.value, enc.escape_text(code.text), "HL70357"])
-        err1 = enc.component.join([*(enc.escape_text(c) for c in location.components()), eld_code])
+        where = location.components() if location else ["", "", ""]
+        err1 = enc.component.join([*(enc.escape_text(c) for c in where), eld_code])
     return segment(
         enc, "ERR", err1, erl, err3, severity.value, "", "", "", enc.escape_text(text or "")
     )

@@ -81,6 +81,9 @@ class Canvas:
         self.X, self.Y, self.Z = X, Y, Z
         self.cls = np.zeros(X.shape, dtype=np.uint8)
         self._window = window
+        # Patient y and x of the rows and columns (slices only): for table-fixed objects.
+        self.ys_mm: np.ndarray | None = None
+        self.xs_mm: np.ndarray | None = None
         self.z_min = float(Z.min()) if Z.size else 0.0
         self.z_max = float(Z.max()) if Z.size else 0.0
 
@@ -119,7 +122,9 @@ class Canvas:
                 return None
             return (slice(i0, i1), slice(j0, j1))
 
-        return cls(coords[0], coords[1], coords[2], window)
+        cv = cls(coords[0], coords[1], coords[2], window)
+        cv.ys_mm, cv.xs_mm = ys_mm, xs_mm
+        return cv
 
     @classmethod
     def for_points(cls, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> Canvas:

@@ -348,40 +348,61 @@ def test_client_raises_peer_unavailable_when_nothing_listens() -> None:
         send_message_sync(HOST, port, orm("NOBODY"), timeout_s=5)
 
 
-def test_client_times_out_on_a_silent_peer() -> None:
-    async def scenario() -> None:
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(-1)
+class _RawPeer:
+    """A bare asyncio listener playing a misbehaving peer; closes what it opened."""
 
-        listener = await asyncio.start_server(silent, HOST, 0)
-        port = listener.sockets[0].getsockname()[1]
+    def __init__(
+        self, behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ):
+        self.behaviour = behaviour
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.listener: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         try:
+            await self.behaviour(reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def __aenter__(self) -> int:
+        self.listener = await asyncio.start_server(self._handle, HOST, 0)
+        return self.listener.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.listener is not None
+        self.listener.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.listener.wait_closed()
+
+
+def test_client_times_out_on_a_silent_peer() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+
+    async def scenario() -> None:
+        async with _RawPeer(silent) as port:
             with pytest.raises(PeerUnavailableError, match="no ACK within"):
                 await send_message(HOST, port, orm("SILENCE"), timeout_s=0.3)
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(scenario())
 
 
 def test_client_refuses_an_ack_for_another_message() -> None:
-    async def scenario() -> None:
-        async def confused(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(65536)
-            reply = "MSH|^~\\&|RIS|H|PACSFLOW|H|2026||ACK^O01^ACK|R1|P|2.5.1\rMSA|AA|OTHER\r"
-            writer.write(frame(reply.encode()))
-            await writer.drain()
-            await reader.read(-1)
+    async def confused(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        reply = "MSH|^~\\&|RIS|H|PACSFLOW|H|2026||ACK^O01^ACK|R1|P|2.5.1\rMSA|AA|OTHER\r"
+        writer.write(frame(reply.encode()))
+        await writer.drain()
+        await reader.read(-1)
 
-        listener = await asyncio.start_server(confused, HOST, 0)
-        port = listener.sockets[0].getsockname()[1]
-        try:
+    async def scenario() -> None:
+        async with _RawPeer(confused) as port:
             with pytest.raises(PeerUnavailableError, match="OTHER"):
                 await send_message(HOST, port, orm("MINE"), timeout_s=5)
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(scenario())
 
@@ -436,16 +457,16 @@ def test_recording_ris_peer_takes_any_message_type_in_async_code() -> None:
 
 
 def test_send_message_sync_inside_a_running_loop() -> None:
-    async def scenario() -> None:
-        async with RecordingRisPeer() as peer:
-            # A sync caller inside a loop (e.g. a sync task run by an async runner) must not
-            # deadlock: the sync wrapper uses its own thread and loop.
-            ack = await asyncio.to_thread(
-                send_message_sync, HOST, peer.port, orm("S1"), timeout_s=5
-            )
+    """A sync caller inside a running loop (a sync task under an async runner) must not fail
+    on asyncio.run: the wrapper then uses a worker thread with its own loop."""
+
+    async def scenario(port: int) -> None:
+        ack = send_message_sync(HOST, port, orm("S1"), timeout_s=5)  # blocks this loop briefly
         assert ack.accepted
 
-    run(scenario())
+    with RecordingRisPeer.in_background() as peer:
+        run(scenario(peer.port))
+        assert [r.message.control_id for r in peer.wait_for(1)] == ["S1"]
 
 
 # -- TLS -----------------------------------------------------------------------------------------

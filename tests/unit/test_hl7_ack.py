@@ -96,6 +96,11 @@ def test_v23_ack_has_no_structure_component_and_carries_err1() -> None:
     assert err.field(3) == "102^Data type error^HL70357"
 
 
+def test_v23_err1_without_location_still_carries_the_code() -> None:
+    err = parse_message(build_ack(ORIGINAL_23, "AE", "boom")).segment("ERR")
+    assert err.field(1) == "^^^207&Application internal error&HL70357"
+
+
 def test_ar_defaults_to_unsupported_message_type() -> None:
     ack = build_ack(ORIGINAL_251, "AR", "SIU^S12 not supported", "MSH^1^9")
     err = parse_message(ack).segment("ERR")

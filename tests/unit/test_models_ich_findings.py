@@ -31,7 +31,8 @@ def _head() -> Volume:
 def _ball(shape: tuple[int, int, int], centre_mm: tuple[float, float, float], radius_mm: float):  # type: ignore[no-untyped-def]
     z, y, x = np.mgrid[0 : shape[0], 0 : shape[1], 0 : shape[2]].astype(np.float32)
     d2 = sum(
-        ((g * s - c) / radius_mm) ** 2 for g, s, c in zip((z, y, x), SPACING, centre_mm, strict=True)
+        ((g * s - c) / radius_mm) ** 2
+        for g, s, c in zip((z, y, x), SPACING, centre_mm, strict=True)
     )
     return d2 <= 1.0
 

@@ -53,9 +53,7 @@ def _series(
     out = []
     for k, z in enumerate(zs):
         pixels = np.full((ROWS, COLS), 10 * k + 100, dtype=dtype)
-        out.append(
-            _slice(z, pixels, instance=len(zs) - k, slope=slope, intercept=intercept)
-        )
+        out.append(_slice(z, pixels, instance=len(zs) - k, slope=slope, intercept=intercept))
     return out
 
 

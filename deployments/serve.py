@@ -1,0 +1,123 @@
+"""The warm runner: registers pacsflow's deployments and executes their runs in-process.
+
+Prefect's own `serve` starts a fresh subprocess per flow run, which re-imports torch, MONAI
+and MLflow and reloads the model every time (several seconds of time-to-flag). This runner
+is a long-lived process that claims scheduled runs of its deployments (Pending, as
+Prefect's runner does) and runs each in a thread, so models stay loaded between runs.
+Runs created while it is down wait in the Prefect server and run when it comes back.
+
+    python -m deployments.serve [--concurrency N] [--poll S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.flow_engine import run_flow
+from prefect.states import Pending
+
+from deployments.catalog import CATALOG, DeploymentSpec
+
+log = logging.getLogger("pacsflow.runner")
+
+
+def register(specs: list[DeploymentSpec]) -> dict[UUID, Flow[..., Any]]:
+    """Create or update each deployment on the Prefect server; id -> flow."""
+    registered: dict[UUID, Flow[..., Any]] = {}
+    for spec in specs:
+        deployment = spec.flow.to_deployment(
+            name=spec.name,
+            description=spec.description,
+            tags=spec.tags,
+            cron=spec.cron,
+        )
+        dep_id = deployment.apply()
+        registered[dep_id] = spec.flow
+        log.info("deployment %s registered (%s)", spec.full_name, dep_id)
+    return registered
+
+
+class WarmRunner:
+    def __init__(
+        self, deployments: dict[UUID, Flow[..., Any]], *, concurrency: int = 2, poll_s: float = 1.0
+    ) -> None:
+        self.deployments = deployments
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.stop_event = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="flow-run")
+        self._running: dict[UUID, Future[Any]] = {}
+
+    def _claim(self, client: Any, run_id: UUID) -> bool:
+        result = client.set_flow_run_state(run_id, Pending(), force=False)
+        return str(result.status.value).upper() == "ACCEPT"
+
+    def poll_once(self, client: Any) -> int:
+        self._running = {k: f for k, f in self._running.items() if not f.done()}
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        runs = client.get_scheduled_flow_runs_for_deployments(
+            deployment_ids=list(self.deployments),
+            scheduled_before=datetime.now(UTC),
+            limit=free,
+        )
+        started = 0
+        for run in runs:
+            if run.id in self._running or not self._claim(client, run.id):
+                continue
+            flow = self.deployments[run.deployment_id]
+            claimed = client.read_flow_run(run.id)  # the client-side schema, now Pending
+            log.info("running %s (%s)", claimed.name, claimed.id)
+            self._running[run.id] = self._pool.submit(self._execute, flow, claimed)
+            started += 1
+        return started
+
+    @staticmethod
+    def _execute(flow: Flow[..., Any], run: Any) -> None:
+        try:
+            run_flow(flow, flow_run=run, parameters=run.parameters, return_type="state")
+        except Exception:  # the run's state records the failure; the runner goes on
+            log.exception("flow run %s raised", run.id)
+
+    def run(self) -> None:
+        with get_client(sync_client=True) as client:
+            while not self.stop_event.is_set():
+                try:
+                    self.poll_once(client)
+                except Exception as exc:  # server restarting: keep polling
+                    log.warning("polling Prefect failed: %s", exc)
+                    time.sleep(min(5.0, self.poll_s * 3))
+                self.stop_event.wait(self.poll_s)
+        self._pool.shutdown(wait=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=2, help="flow runs at once")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    runner = WarmRunner(register(CATALOG), concurrency=args.concurrency, poll_s=args.poll)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runner.stop_event.set())
+    log.info("serving %d deployment(s); concurrency %d", len(CATALOG), args.concurrency)
+    runner.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

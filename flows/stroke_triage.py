@@ -1,0 +1,149 @@
+"""Stroke triage: non-contrast head CT -> ICH model -> SR + SEG, ORU, worklist, FHIR, alert.
+
+A DAG of tasks; every step appends to the audit trail and the run ends with an explicit
+outcome row (critical / urgent / routine / review / not analysed / failed) with per-stage
+timings, so time-to-flag is measured from the last instance received.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from pacsflow.domain import InferenceResult, ModelRef, Priority, TriageDecision
+from pacsflow.governance.audit import AuditLog
+from pacsflow.pathways.outcomes import record_outcome
+from pacsflow.pathways.report import draft_report
+from pacsflow.pathways.triage import decide
+from pacsflow.writeback.writers import StudyIds
+from tasks import writeback
+from tasks._runtime import env
+from tasks.infer import champion, infer_ich
+from tasks.retrieve import choose_series, study_context, validate_series
+
+PATHWAY = "stroke_triage"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    ident = params.get("accession_number") or str(params.get("study_uid", ""))[-12:]
+    return f"stroke-triage-{ident}"
+
+
+@flow(name="stroke-triage", flow_run_name=_run_name, log_prints=False, persist_result=False)
+def stroke_triage(
+    study_uid: str,
+    accession_number: str | None = None,
+    received_at: str | None = None,
+    closed_at: str | None = None,
+    priority: str | None = None,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    """Triage one head CT study. Parameters are identifiers and times only (no PHI)."""
+    log = get_run_logger()
+    e = env()
+    audit = AuditLog(e.sessions)
+    timings: dict[str, Any] = {"received": received_at, "closed": closed_at, "started": _now()}
+    run_id = str(flow_run.id) if flow_run.id else None
+    model: ModelRef = champion()
+
+    ctx = study_context(study_uid, accession_number)
+    selection = choose_series(study_uid, 5.0)
+    audit.append(
+        "pacsflow",
+        "study.received",
+        study_uid,
+        {"accession": ctx.accession_number, "flow_run": run_id},
+    )
+    result: InferenceResult | None = None
+    decision: TriageDecision
+    if selection.series_uid is None:
+        decision = TriageDecision(priority=Priority.NOT_ANALYSED, reasons=selection.reasons)
+    else:
+        check = validate_series(study_uid, selection.series_uid)
+        if not check.passed:
+            decision = TriageDecision(priority=Priority.NOT_ANALYSED, reasons=check.reasons)
+        else:
+            result = infer_ich(study_uid, selection.series_uid)
+            timings["inferred"] = _now()
+            audit.append(
+                "model:" + model.name,
+                "inference",
+                study_uid,
+                {
+                    "version": model.version,
+                    "probability": result.study_probability,
+                    "findings": len(result.findings),
+                },
+            )
+            decision = decide(result, e.settings.triage)
+    log.info(
+        "study %s: %s (%s)",
+        ctx.accession_number or study_uid,
+        decision.priority.value,
+        "; ".join(decision.reasons),
+    )
+    timings["decided"] = _now()
+
+    ids = StudyIds(
+        study_uid=study_uid,
+        series_uid=selection.series_uid,
+        accession_number=ctx.accession_number,
+        patient_id=ctx.patient_id,
+    )
+    report = draft_report(result, decision)
+    summary = report.splitlines()[1] if len(report.splitlines()) > 1 else report
+    futures = {
+        "worklist": writeback.update_worklist.submit(
+            ids, result, decision, model, summary, ctx.order
+        ),
+        "ris": writeback.send_oru.submit(ids, result, decision, model, report, ctx.order),
+        "ehr": writeback.send_fhir.submit(ids, result, decision, model, report),
+        "notify": writeback.notify_critical.submit(ids, decision, model, summary),
+    }
+    if selection.series_uid is not None:
+        futures["archive"] = writeback.store_sr_seg.submit(ids, result, decision, model)
+    written: dict[str, Any] = {}
+    failures: list[str] = []
+    for name, future in futures.items():
+        future.wait()
+        if future.state.is_completed():
+            written[name] = future.result()
+            timings[f"{name}_done"] = _now()
+        else:
+            failures.append(f"{name}: {future.state.message}")
+    outcome = decision.priority.value if not failures else "failed"
+    record_outcome(
+        e.sessions,
+        study_uid=study_uid,
+        pathway=PATHWAY,
+        model_version=model.version,
+        outcome=outcome,
+        reasons=decision.reasons + failures,
+        timings=timings,
+        features={"series_uid": selection.series_uid, "series_count": ctx.series_count},
+        score=result.study_probability if result else None,
+        flow_run_id=run_id,
+    )
+    audit.append(
+        "pacsflow",
+        "pathway.outcome",
+        study_uid,
+        {"outcome": outcome, "written": sorted(written), "failures": failures},
+    )
+    if failures:
+        raise RuntimeError("writeback failed after retries: " + "; ".join(failures))
+    return {
+        "study_uid": study_uid,
+        "priority": decision.priority.value,
+        "reasons": decision.reasons,
+        "written": written,
+        "timings": timings,
+    }

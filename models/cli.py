@@ -1,0 +1,252 @@
+"""`pacsflow models ...`: the registry's governance verbs, training and evaluation.
+
+Handlers take (args, settings) and return an exit code; the registry is the one at
+settings.mlflow_tracking_uri. Heavy imports (mlflow, torch) happen inside the handlers so
+`pacsflow --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pacsflow.config import Settings
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def add_parser(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "models",
+        help="model registry (register, approve, promote, roll back), training, evaluation",
+        description="Model versions live in MLflow. A version serves as champion only once "
+        "approved (who, evidence run, intended use, limitations).",
+    )
+    msub = p.add_subparsers(dest="models_cmd", required=True, metavar="SUBCOMMAND")
+
+    reg = msub.add_parser("register", help="register weights + config as a new version")
+    reg.add_argument("model", help="ich | nodule | registered name")
+    reg.add_argument("--weights", type=Path, required=True, help="torch state dict (.pt)")
+    reg.add_argument("--config", type=Path, required=True, help="segmenter config (.json)")
+    reg.add_argument("--evaluation", type=Path, help="evaluation JSON (metrics are logged)")
+    reg.set_defaults(handler=run_register)
+
+    ls = msub.add_parser("list", help="models, their versions, aliases and approval")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(handler=run_list)
+
+    show = msub.add_parser("show", help="one version in full")
+    show.add_argument("model")
+    show.add_argument("version", nargs="?", help="default: the champion")
+    show.set_defaults(handler=run_show)
+
+    ap = msub.add_parser("approve", help="record an approval decision on a version")
+    ap.add_argument("model")
+    ap.add_argument("version")
+    ap.add_argument("--by", required=True, help="who approves (person or committee)")
+    ap.add_argument("--evidence-run", required=True, help="MLflow run id of the evaluation")
+    ap.add_argument("--intended-use", required=True)
+    ap.add_argument("--limitations", required=True)
+    ap.set_defaults(handler=run_approve)
+
+    pr = msub.add_parser("promote", help="make an approved version the champion")
+    pr.add_argument("model")
+    pr.add_argument("version")
+    pr.set_defaults(handler=run_promote)
+
+    rb = msub.add_parser("rollback", help="champion back to the previous champion")
+    rb.add_argument("model")
+    rb.set_defaults(handler=run_rollback)
+
+    sh = msub.add_parser("shadow", help="run a version in shadow mode (challenger alias)")
+    sh.add_argument("model")
+    group = sh.add_mutually_exclusive_group(required=True)
+    group.add_argument("version", nargs="?")
+    group.add_argument("--clear", action="store_true", help="remove the challenger")
+    sh.set_defaults(handler=run_shadow)
+
+    tr = msub.add_parser("train", help="train a model on synthetic phantoms (CPU)")
+    tr.add_argument("model", choices=["ich", "nodule"])
+    tr.add_argument("--out", type=Path, default=Path("models/weights"))
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--steps", type=int, help="default: the model's own")
+    tr.set_defaults(handler=run_train)
+
+    ev = msub.add_parser("evaluate", help="held-out evaluation through the DICOM path")
+    ev.add_argument("model", choices=["ich", "nodule"])
+    ev.add_argument("--weights-dir", type=Path, default=None, help="default: shipped weights")
+    ev.add_argument("--studies", type=int, default=100)
+    ev.add_argument("--seed", type=int, default=10_000)
+    ev.add_argument("--matrix", type=int, default=256, help="in-plane matrix of the DICOM")
+    ev.add_argument("--out", type=Path, help="evaluation JSON (default: <weights-dir>/<m>.eval.json)")
+    ev.set_defaults(handler=run_evaluate)
+
+    bs = msub.add_parser("bootstrap", help="register + approve + promote the shipped weights")
+    bs.add_argument("--approver", default="pacsflow-demo")
+    bs.set_defaults(handler=run_bootstrap)
+
+
+def _registry(settings: Settings) -> Any:
+    from models.registry import Registry
+
+    return Registry(settings.mlflow_tracking_uri)
+
+
+def _name(model: str) -> str:
+    """Registered name for a catalogue key; other names pass through (site models)."""
+    from models.catalogue import MODELS
+
+    return MODELS[model].registered_name if model in MODELS else model
+
+
+def _version_line(v: Any) -> str:
+    approval = (
+        f"approved by {v.approval.approved_by} ({v.approval.approved_at[:10]})"
+        if v.approval
+        else "NOT approved"
+    )
+    aliases = ",".join(v.aliases) or "-"
+    return f"  v{v.version:<4} aliases={aliases:<20} {approval}  run={v.run_id}"
+
+
+def _as_dict(v: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data = asdict(v)
+    data["approved"] = v.approved
+    return data
+
+
+def run_register(args: argparse.Namespace, settings: Settings) -> int:
+    from models.bootstrap import WEIGHTS_SHA_TAG, sha256
+    from models.cards import read_json
+    from models.catalogue import MODELS
+
+    name = _name(args.model)
+    registry = _registry(settings)
+    evaluation = read_json(args.evaluation) if args.evaluation else {}
+    spec = MODELS.get(args.model) or next(
+        (m for m in MODELS.values() if m.registered_name == name), None
+    )
+    card = f"# {name}\n"
+    if spec is not None:
+        from models.cards import model_card
+
+        card = model_card(spec, args.weights.parent)
+    info = registry.register(
+        name,
+        weights=args.weights,
+        config=args.config,
+        model_card=card,
+        metrics={k: float(v) for k, v in evaluation.get("metrics", {}).items() if v is not None},
+        params={"weights_sha256": sha256(args.weights), **read_json(args.config)},
+        evaluation_artifacts={"heldout": args.evaluation} if args.evaluation else None,
+    )
+    registry.client.set_model_version_tag(name, info.version, WEIGHTS_SHA_TAG, sha256(args.weights))
+    print(f"registered {name} v{info.version} (run {info.run_id}); not approved yet")
+    return 0
+
+
+def run_list(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    names = registry.names()
+    if args.json:
+        print(json.dumps({n: [_as_dict(v) for v in registry.versions(n)] for n in names}, indent=2))
+        return 0
+    if not names:
+        print("no registered models (run `pacsflow models bootstrap`)")
+    for name in names:
+        print(name)
+        for v in registry.versions(name):
+            print(_version_line(v))
+    return 0
+
+
+def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from pacsflow.errors import InvalidInputError
+
+    registry = _registry(settings)
+    name = _name(args.model)
+    version = args.version or registry.champion_version(name)
+    if version is None:
+        raise InvalidInputError(f"{name} has no champion; name a version")
+    data = _as_dict(registry.show(name, version))
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def run_approve(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import Approval
+
+    info = _registry(settings).approve(
+        _name(args.model),
+        args.version,
+        Approval(
+            approved_by=args.by,
+            evidence_run=args.evidence_run,
+            intended_use=args.intended_use,
+            limitations=args.limitations,
+        ),
+    )
+    print(f"approved {info.name} v{info.version} by {args.by}")
+    return 0
+
+
+def run_promote(args: argparse.Namespace, settings: Settings) -> int:
+    info = _registry(settings).promote(_name(args.model), args.version)
+    print(f"{info.name} champion -> v{info.version}")
+    return 0
+
+
+def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    info = _registry(settings).rollback(_name(args.model))
+    print(f"{info.name} champion rolled back -> v{info.version}")
+    return 0
+
+
+def run_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    name = _name(args.model)
+    info = _registry(settings).shadow(name, None if args.clear else args.version)
+    print(f"{name} challenger cleared" if info is None else f"{name} challenger -> v{info.version}")
+    return 0
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    if args.model == "ich":
+        from models.ich.train import train
+    else:
+        from models.nodule.train import train
+    kwargs = {"steps": args.steps} if args.steps else {}
+    paths = train(args.out, seed=args.seed, **kwargs)
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from models.catalogue import MODELS, WEIGHTS_DIR
+    from models.evaluate import evaluate
+
+    weights_dir = args.weights_dir or WEIGHTS_DIR
+    out = args.out or MODELS[args.model].evaluation(weights_dir)
+    report = evaluate(
+        args.model,
+        weights_dir=weights_dir,
+        n_studies=args.studies,
+        seed=args.seed,
+        matrix=args.matrix,
+        out=out,
+    )
+    print(json.dumps(report["metrics"], indent=2))
+    return 0
+
+
+def run_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from models.bootstrap import ensure_registered
+
+    for key, info in ensure_registered(
+        settings.mlflow_tracking_uri, approver=args.approver
+    ).items():
+        print(f"{key}: {info.name} v{info.version} champion (run {info.run_id})")
+    return 0
