@@ -50,3 +50,10 @@ def champion(name: str = ICH_MODEL) -> ModelRef:
         raise NotApprovedError(f"{name} has no approved champion")
     info = registry.show(name, version)
     return ModelRef(name=name, version=version, run_id=info.run_id, approved=info.approved)
+
+
+def warm_up() -> None:
+    """Load the champion models before the first study arrives (called by the runner)."""
+    from models.registry import load_by_alias
+
+    load_by_alias(env().settings.mlflow_tracking_uri, ICH_MODEL)

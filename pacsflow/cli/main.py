@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_groups(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pass
+    from models import cli as models_cli
+    from pacsflow.synth import cli as synth_cli
+
+    synth_cli.add_parser(sub)
+    models_cli.add_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

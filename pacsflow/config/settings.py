@@ -246,3 +246,38 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
         "prefect_ui_url": settings.prefect.ui_url,
     }
     return data
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """The settings as a TOML file (secrets in clear: write it with private permissions).
+
+    Used to hand one configuration to every process of a stack started for a demo or a test.
+    """
+    data = settings.model_dump(mode="json")
+    data["orthanc"]["password"] = settings.orthanc.password.get_secret_value()
+    data["gateway"]["webhook_secret"] = settings.gateway.webhook_secret.get_secret_value()
+    lines = [f"environment = {_toml_value(data.pop('environment'))}", ""]
+    for group, values in data.items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_settings(settings: Settings, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(settings_to_toml(settings))
+    path.chmod(0o600)
+    return path

@@ -68,6 +68,25 @@ class Frame:
         )
 
 
+def ellipsoid_section_box(
+    frame: Frame, axes: Vec3, z_mm: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Bounding box (x, y) of the axial section at patient z of an ellipsoid centred on the
+    frame origin with local semi-axes `axes`; None when the plane misses it."""
+    m = frame.matrix
+    q = m @ np.diag([1.0 / (a * a) for a in axes]) @ m.T
+    w = z_mm - frame.origin_lps[2]
+    quu, quz = q[:2, :2], q[:2, 2]
+    inv = np.linalg.inv(quu)
+    u0 = -w * (inv @ quz)
+    s = 1.0 - w * w * (q[2, 2] - quz @ inv @ quz)
+    if s <= 0:
+        return None
+    hx, hy = math.sqrt(s * inv[0, 0]), math.sqrt(s * inv[1, 1])
+    ox, oy = frame.origin_lps[0] + u0[0], frame.origin_lps[1] + u0[1]
+    return (ox - hx, oy - hy), (ox + hx, oy + hy)
+
+
 class Canvas:
     """Local coordinates and a class label for each pixel of one slice (or a point set)."""
 
@@ -84,6 +103,8 @@ class Canvas:
         # Patient y and x of the rows and columns (slices only): for table-fixed objects.
         self.ys_mm: np.ndarray | None = None
         self.xs_mm: np.ndarray | None = None
+        self.frame: Frame | None = None
+        self.z_world: float | None = None
         self.z_min = float(Z.min()) if Z.size else 0.0
         self.z_max = float(Z.max()) if Z.size else 0.0
 
@@ -124,6 +145,7 @@ class Canvas:
 
         cv = cls(coords[0], coords[1], coords[2], window)
         cv.ys_mm, cv.xs_mm = ys_mm, xs_mm
+        cv.frame, cv.z_world = frame, float(z_mm)
         return cv
 
     @classmethod
@@ -139,7 +161,10 @@ class Canvas:
 
     def paint(self, shape: Shape, code: int, only: np.ndarray | None = None) -> None:
         """Set `code` where the shape is, optionally only over classes where `only[cls]`."""
-        win = self.window(shape.center, shape.bound)
+        sphere = shape.sphere_near(self)
+        if sphere is None:
+            return
+        win = self.window(*sphere)
         if win is None:
             return
         m = shape.contains(self.X[win], self.Y[win], self.Z[win])
@@ -154,6 +179,10 @@ class Shape:
 
     center: np.ndarray
     bound: float
+
+    def sphere_near(self, cv: Canvas) -> tuple[np.ndarray, float] | None:
+        """A bounding sphere of the part of the shape near the canvas (default: all of it)."""
+        return self.center, self.bound
 
     def contains(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -196,6 +225,31 @@ class Capsule(Shape):
         self._p = tuple(np.float32(v) for v in self.p0)
         self.center = (self.p0 + self.p1) / 2.0
         self.bound = float(np.linalg.norm(d)) / 2.0 + self.radius
+        self._world_for: Frame | None = None
+        self._w0 = self._w1 = self.p0
+
+    def sphere_near(self, cv: Canvas) -> tuple[np.ndarray, float] | None:
+        """On a slice, bound only the piece of the segment within `radius` of its plane."""
+        if cv.frame is None or cv.z_world is None:
+            return self.center, self.bound
+        if self._world_for is not cv.frame:
+            self._w0 = cv.frame.to_world(self.p0)
+            self._w1 = cv.frame.to_world(self.p1)
+            self._world_for = cv.frame
+        z0, z1 = self._w0[2], self._w1[2]
+        dz = z1 - z0
+        if abs(dz) < 1e-9:
+            if abs(cv.z_world - z0) > self.radius:
+                return None
+            return self.center, self.bound
+        ta = (cv.z_world - self.radius - z0) / dz
+        tb = (cv.z_world + self.radius - z0) / dz
+        lo, hi = max(0.0, min(ta, tb)), min(1.0, max(ta, tb))
+        if lo > hi:
+            return None
+        a = self.p0 + lo * (self.p1 - self.p0)
+        b = self.p0 + hi * (self.p1 - self.p0)
+        return (a + b) / 2.0, float(np.linalg.norm(b - a)) / 2.0 + self.radius
 
     def dist2(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> np.ndarray:
         ax, ay, az = X - self._p[0], Y - self._p[1], Z - self._p[2]

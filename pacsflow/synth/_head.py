@@ -17,7 +17,15 @@ import numpy as np
 
 from pacsflow.domain import Location
 from pacsflow.errors import InvalidInputError
-from pacsflow.synth._canvas import Canvas, Capsule, Ellipsoid, Frame, Shape, class_set
+from pacsflow.synth._canvas import (
+    Canvas,
+    Capsule,
+    Ellipsoid,
+    Frame,
+    Shape,
+    class_set,
+    ellipsoid_section_box,
+)
 from pacsflow.synth._render import LesionPlan, Scorer, ScorerResult
 from pacsflow.synth.grid import Grid
 from pacsflow.synth.specs import Hemorrhage
@@ -132,7 +140,7 @@ def nominal_tissue_hu() -> list[float]:
     hu[SINUS_AIR] = -950.0
     hu[ORBIT_FAT] = -85.0
     hu[GLOBE] = 12.0
-    hu[SOFT] = 48.0
+    hu[SOFT] = 55.0
     hu[BASE_BONE] = 950.0
     hu[MASTOID] = -450.0
     hu[HOLDER] = 180.0
@@ -183,7 +191,7 @@ def draw_head_anatomy(rng: np.random.Generator, grid: Grid, *, jitter: bool = Tr
         scale=scale,
         skull_mm=u(5.5, 8.0, 6.5),
         scalp_mm=u(4.0, 7.0, 5.5),
-        scalp_fat_mm=u(1.2, 2.5, 1.8),
+        scalp_fat_mm=u(0.6, 1.4, 1.0),
         csf_rim_mm=1.0 + 2.0 * atrophy,
         cortex_mm=u(2.4, 3.2, 2.8),
         atrophy=atrophy,
@@ -239,8 +247,6 @@ class HeadModel:
             hu[DURA] = 90.0
             hu[SKIN] += 8.0
         self.lut = hu
-        self._holder_key: tuple[float, ...] | None = None
-        self._holder_mask = np.zeros((0, 0), dtype=bool)
         self._build_structures()
 
     # ---- geometry helpers -------------------------------------------------------------
@@ -342,23 +348,29 @@ class HeadModel:
         self.globes = [ell((side * 31, -b_ - 3, -40), (12, 12, 12)) for side in (-1, 1)]
         self.frontal_sinus = ell((0, -b_ - 2, -10), (14, 6, 10))
         self.air_sinuses = [
-            ell((0, -68, -52), (12, 22, 22)),  # ethmoid / nasal cavity
-            ell((0, -28, -47), (12, 10, 9)),  # sphenoid
-        ] + [ell((side * 30, -62, -76), (14, 15, 16)) for side in (-1, 1)]  # maxillary
+            ell((0, -64, -58), (15, 25, 30)),  # ethmoid / nasal cavity
+            ell((0, -28, -48), (13, 11, 10)),  # sphenoid
+        ] + [ell((side * 30, -58, -76), (15, 18, 18)) for side in (-1, 1)]  # maxillary
         self.petrous = [
             cap((side * 16, -2, -44), (side * 52, 24, -49), 7.0) for side in (-1, 1)
         ]
         self.mastoids = [ell((side * 53, 25, -57), (9, 11, 10)) for side in (-1, 1)]
 
     # ---- classification -----------------------------------------------------------------
-    def crop_lps(self) -> tuple[np.ndarray, np.ndarray]:
+    def slice_crop_lps(
+        self, z_mm: float
+    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
         a, b, c, cl = self.an.inner_axes
-        m = self.an.outer_mm + 28.0  # head holder included
-        corners = np.array(
-            [[x, y, z] for x in (-a - m, a + m) for y in (-b - m, b + m) for z in (-cl - m, c + m)]
-        )
-        world = (self.frame.matrix @ corners.T).T + np.asarray(self.frame.origin_lps)
-        return world.min(axis=0), world.max(axis=0)
+        o = self.an.outer_mm + 6.0  # the globes stand a little proud of the scalp
+        boxes = [
+            ellipsoid_section_box(self.frame, (a + o, b + o, cz + o), z_mm) for cz in (c, cl)
+        ]
+        found = [bx for bx in boxes if bx is not None]
+        if not found:
+            return None
+        lo = (min(bx[0][0] for bx in found), min(bx[0][1] for bx in found))
+        hi = (max(bx[1][0] for bx in found), max(bx[1][1] for bx in found))
+        return lo, hi
 
     def classify(self, cv: Canvas) -> None:
         """Fill cv.cls; leaves cv.e (mm beyond the inner table) and cv.rn (normalised radius)."""
@@ -474,7 +486,7 @@ class HeadModel:
         cur = cv.cls[idx]
         below = z < f
         inside = ee < 0
-        cur = np.where(below & inside, np.where(z >= f - 5.0, BASE_BONE, SOFT), cur)
+        cur = np.where(below & inside, np.where(z >= f - 3.5, BASE_BONE, SOFT), cur)
         cur = np.where(below & ~inside & (z < f - 12.0), SOFT, cur)
         cv.cls[idx] = cur.astype(np.uint8)
 
@@ -490,7 +502,7 @@ class HeadModel:
         # The tentorium itself: a thin dural sheet, open at the incisura.
         idx = np.nonzero((cv.Z < -8.0 * sz) & _INTRACRANIAL[cv.cls])
         x, y, z = cv.X[idx], cv.Y[idx], cv.Z[idx]
-        sheet = (np.abs(z - self.tentorium(x, y)) < 0.6) & (y > self.petrous_y(x))
+        sheet = (np.abs(z - self.tentorium(x, y)) < 0.3) & (y > self.petrous_y(x))
         sheet &= np.abs(x) > 5.0 * self.an.scale[0]
         cur = cv.cls[idx]
         cv.cls[idx] = np.where(sheet, DURA, cur).astype(np.uint8)
@@ -521,25 +533,19 @@ class HeadModel:
         cur = cv.cls[idx]
         cv.cls[idx] = np.where(tri & _INTRACRANIAL[cur], VENOUS, cur).astype(np.uint8)
 
-    def _holder(self, cv: Canvas) -> None:
-        """Carbon head holder under the occiput: a cylinder along patient z, fixed to the table."""
-        if cv.ys_mm is None or cv.xs_mm is None:
-            return
-        key = (len(cv.ys_mm), float(cv.ys_mm[0]), len(cv.xs_mm), float(cv.xs_mm[0]))
-        if self._holder_key != key:
-            a, b, _, _ = self.an.inner_axes
-            ox, oy, _ = self.frame.origin_lps
-            rx, ry = a + self.an.outer_mm + 9.0, b + self.an.outer_mm + 9.0
-            wy = ((cv.ys_mm - oy) / ry)[:, None]
-            wx = ((cv.xs_mm - ox) / rx)[None, :]
-            r = wx * wx + wy * wy
-            self._holder_mask = (r > 1.0) & (r < 1.09) & (wy > 0.3)
-            self._holder_key = key
-        cv.cls[self._holder_mask & (cv.cls == AIR)] = HOLDER
+    def paint_fixed(self, raw: np.ndarray, grid: Grid) -> None:
+        """Carbon head holder under the occiput: a cylinder along patient z, on the table."""
+        a, b, _, _ = self.an.inner_axes
+        ox, oy, _ = self.frame.origin_lps
+        rx, ry = a + self.an.outer_mm + 11.0, b + self.an.outer_mm + 11.0
+        wy = ((grid.y_mm() - oy) / ry)[:, None]
+        wx = ((grid.x_mm() - ox) / rx)[None, :]
+        r = wx * wx + wy * wy
+        mask = (r > 1.0) & (r < 1.09) & (wy > 0.3)
+        raw[:, mask] = self.lut[HOLDER]
 
     def render_slice(self, cv: Canvas) -> np.ndarray:
         self.classify(cv)
-        self._holder(cv)
         return self.lut[cv.cls]
 
     # ---- regions ----------------------------------------------------------------------

@@ -26,9 +26,17 @@ class SliceModel(Protocol):
     frame: Frame
     background_hu: float
 
-    def crop_lps(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def slice_crop_lps(
+        self, z_mm: float
+    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """Patient (x, y) box holding everything of the slice at z but air; None if empty."""
+        ...
 
     def render_slice(self, cv: Canvas) -> np.ndarray: ...
+
+    def paint_fixed(self, raw: np.ndarray, grid: Grid) -> None:
+        """Objects fixed to the table rather than the patient (head holder, couch)."""
+        ...
 
 
 @dataclass
@@ -58,23 +66,31 @@ class LesionPlan:
 def render(grid: Grid, model: SliceModel, plans: list[LesionPlan]) -> np.ndarray:
     """Noise-free HU volume (float32); fills each plan's `flat` voxel indices (sorted)."""
     raw = np.full(grid.shape_zyx, model.background_hu, dtype=np.float32)
-    lo, hi = model.crop_lps()
-    box = grid.index_box(lo, hi)
-    if box is None:
-        return raw
-    _, ysl, xsl = box
-    ys, xs, zs = grid.y_mm()[ysl], grid.x_mm()[xsl], grid.z_mm()
+    model.paint_fixed(raw, grid)
+    ys_all, xs_all, zs = grid.y_mm(), grid.x_mm(), grid.z_mm()
     ny, nx = grid.ny, grid.nx
+    dy, dx = grid.spacing_zyx_mm[1], grid.spacing_zyx_mm[2]
+    y0, x0 = grid.origin_lps_mm[1], grid.origin_lps_mm[0]
     found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]] = [[] for _ in plans]
     for k, z in enumerate(zs):
-        cv = Canvas.for_slice(model.frame, float(z), ys, xs)
-        raw[k, ysl, xsl] = model.render_slice(cv)
+        box = model.slice_crop_lps(float(z))
+        if box is None:
+            continue
+        (xlo, ylo), (xhi, yhi) = box
+        i0, i1 = max(0, int((ylo - y0) // dy)), min(ny, int((yhi - y0) // dy) + 2)
+        j0, j1 = max(0, int((xlo - x0) // dx)), min(nx, int((xhi - x0) // dx) + 2)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        cv = Canvas.for_slice(model.frame, float(z), ys_all[i0:i1], xs_all[j0:j1])
+        hu2d = model.render_slice(cv)
+        target = raw[k, i0:i1, j0:j1]
+        np.copyto(target, hu2d, where=cv.cls != 0)
         for plan, bucket in zip(plans, found, strict=True):
             got = plan.scorer(cv)
             if got is None or got[0].size == 0:
                 continue
             ii, jj, score, aux = got
-            flat = (k * ny + ii.astype(np.int64) + ysl.start) * nx + jj + xsl.start
+            flat = (k * ny + ii.astype(np.int64) + i0) * nx + jj + j0
             bucket.append((flat, score.astype(np.float32, copy=False), aux))
     for plan, bucket in zip(plans, found, strict=True):
         _select(plan, bucket, grid)

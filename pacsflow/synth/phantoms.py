@@ -228,19 +228,33 @@ def head_phantom(
 def with_mean_hu(
     lesions: list[LesionTruth], hu: np.ndarray, labels: np.ndarray
 ) -> list[LesionTruth]:
-    """Add the mean HU measured inside each lesion's mask of the final image."""
+    """Add each lesion's mean HU in the final image, away from its in-plane border (where
+    partial volume with bone or air would bias it); the whole mask if nothing is left."""
     if not lesions:
         return []
-    flat_labels = labels.reshape(-1)
-    idx = np.flatnonzero(flat_labels)
-    sums = np.bincount(flat_labels[idx], weights=hu.reshape(-1)[idx], minlength=256)
-    counts = np.bincount(flat_labels[idx], minlength=256)
+    core = labels.copy()
+    same = np.ones(labels.shape, dtype=bool)
+    same[:, 1:, :] &= labels[:, 1:, :] == labels[:, :-1, :]
+    same[:, :-1, :] &= labels[:, :-1, :] == labels[:, 1:, :]
+    same[:, :, 1:] &= labels[:, :, 1:] == labels[:, :, :-1]
+    same[:, :, :-1] &= labels[:, :, :-1] == labels[:, :, 1:]
+    core[~same] = 0
     out = []
+    for mask_labels in (core, labels):
+        flat = mask_labels.reshape(-1)
+        idx = np.flatnonzero(flat)
+        sums = np.bincount(flat[idx], weights=hu.reshape(-1)[idx], minlength=256)
+        counts = np.bincount(flat[idx], minlength=256)
+        out.append((sums, counts))
+    result = []
     for les in lesions:
-        n = counts[les.label]
-        mean = round(float(sums[les.label] / n), 1) if n else None
-        out.append(les.model_copy(update={"mean_hu": mean}))
-    return out
+        mean = None
+        for sums, counts in out:
+            if counts[les.label]:
+                mean = round(float(sums[les.label] / counts[les.label]), 1)
+                break
+        result.append(les.model_copy(update={"mean_hu": mean}))
+    return result
 
 
 # ---- chest --------------------------------------------------------------------------------

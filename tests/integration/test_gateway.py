@@ -196,3 +196,64 @@ def test_outbox_rows_survive_in_the_database(gateway_settings: Settings, tmp_pat
         _send_to_gateway(gateway_settings, files)
         fresh = Outbox(make_sessionmaker(make_engine(gateway_settings.database_url)))
         _wait(lambda: [r for r in fresh.list() if r.study_uid == study_uid], what="outbox row")
+
+
+def _orm(accession: str, *, control: str, status: str = "SC", pid: str = "PAT-77") -> str:
+    segments = [
+        f"MSH|^~\\&|RIS|HOSP|PACSFLOW|RAD|20261128093000||ORM^O01|{control}|P|2.3",
+        f"PID|1||{pid}^^^HOSP^MR||Doe^Jane||19600101|F",
+        f"ORC|NW|PL-{accession}|FL-{accession}||{status}||^^^^^S||20261128093000"
+        "|||1234^House^Greg",
+        f"OBR|1|PL-{accession}|FL-{accession}|CTHEAD^CT head without contrast^L|||"
+        f"20261128093000|||||||||1234^House^Greg||{accession}|||||||||||||"
+        "^Sudden weakness left arm",
+        "ZDS|1.2.3^PACSFLOW^Application^DICOM",
+    ]
+    return "\n".join(segments)  # LF segment ends, as some interface engines send
+
+
+def test_hl7_orders_are_stored_bad_ones_get_ae_and_complete_order_closes_study(
+    gateway_settings: Settings, tmp_path: Path
+) -> None:
+    from pacsflow.db.session import make_engine, make_sessionmaker
+    from pacsflow.db.tables import Order, ReceivedStudy
+    from pacsflow.hl7.client import send_message_sync
+
+    settings = gateway_settings.model_copy(
+        update={
+            "gateway": gateway_settings.gateway.model_copy(
+                update={"stable_window_s": {"default": 300.0}}  # only HL7 can close it
+            )
+        }
+    )
+    port = settings.gateway.mllp_port
+    study_uid, files = write_tiny_study(tmp_path / "study", slices=2, accession="ACC-HL7-1")
+    with running_gateway(settings):
+        ack = send_message_sync("127.0.0.1", port, _orm("ACC-HL7-1", control="C1"), timeout_s=5)
+        assert ack.code.value == "AA" and ack.acknowledged_control_id == "C1"
+
+        missing_pid = _orm("ACC-HL7-2", control="C2", pid="").replace("PID|1||^^^HOSP^MR", "PID|1||")
+        ack = send_message_sync("127.0.0.1", port, missing_pid, timeout_s=5)
+        assert ack.code.value == "AE" and "PID-3" in ack.error_location + ack.text
+
+        unsupported = "MSH|^~\\&|RIS|HOSP|PACSFLOW|RAD|20261128||SIU^S12|C3|P|2.5.1\rSCH|1"
+        ack = send_message_sync("127.0.0.1", port, unsupported, timeout_s=5)
+        assert ack.code.value == "AR"
+
+        _send_to_gateway(settings, files)
+        sessions = make_sessionmaker(make_engine(settings.database_url))
+        _wait(lambda: sessions().get(ReceivedStudy, study_uid) is not None, what="study open")
+        ack = send_message_sync(
+            "127.0.0.1", port, _orm("ACC-HL7-1", control="C4", status="CM"), timeout_s=5
+        )
+        assert ack.code.value == "AA"
+        row = _wait(
+            lambda: (r := sessions().get(ReceivedStudy, study_uid)) and r.state == "closed" and r,
+            what="study closed by the order",
+        )
+        assert row.closed_by == "hl7-order-complete"
+    with sessions() as session:
+        order = session.get(Order, "ACC-HL7-1")
+        assert order is not None and order.patient_id == "PAT-77"
+        assert "weakness" in (order.context.get("indication") or "")
+        assert session.get(Order, "ACC-HL7-2") is None

@@ -60,3 +60,16 @@ def test_masked_dump_hides_secrets() -> None:
     text = repr(masked_dump(s))
     assert "s3cret-value" not in text
     assert "**" in text
+
+
+def test_settings_written_as_toml_load_back_identical(tmp_path: Path) -> None:
+    from pacsflow.config.settings import write_settings
+
+    s = load_settings(
+        ris={"mllp_port": 2576},
+        gateway={"stable_window_s": {"default": 2.0, "CT": 5.0}, "allowed_aets": ["CT1"]},
+        notify={"endpoints": ["http://127.0.0.1:9/x"]},
+    )
+    path = write_settings(s, tmp_path / "p.toml")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert load_settings(path) == s
