@@ -18,7 +18,6 @@ ICH_MODEL = "pacsflow-ich"
 )
 def infer_ich(study_uid: str, series_uid: str) -> InferenceResult:
     from models.ich.analyse import analyse_series
-
     from models.registry import load_by_alias
 
     e = env()

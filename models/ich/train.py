@@ -15,7 +15,15 @@ from models.ich.data import CONFIG, ich_sample
 from models.segmenter import SegmenterConfig
 from models.training import TrainingPlan, train_segmenter
 
-PLAN = TrainingPlan(steps=2000, patch_zyx=(16, 96, 96), batch=4, pool_size=64, refresh_every=4)
+PLAN = TrainingPlan(
+    steps=3000,
+    patch_zyx=(16, 64, 64),
+    batch=6,
+    learning_rate=5e-3,
+    pool_size=64,
+    refresh_every=4,
+    positive_fraction=0.7,
+)
 
 
 def train(

@@ -11,7 +11,7 @@ import os
 import sys
 
 from pacsflow.config import Settings
-from pacsflow.stack.services import mlflow_env, prefect_env
+from pacsflow.stack.services import app_env
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    env = {**os.environ, **prefect_env(settings), **mlflow_env(settings)}
+    env = {**os.environ, **app_env(settings)}
     argv = [sys.executable, "-m", "deployments.serve", "--concurrency", str(args.concurrency)]
     os.execve(sys.executable, argv, env)
     return 0  # not reached

@@ -11,6 +11,7 @@ from string import Template
 import httpx
 
 from pacsflow.config import Settings
+from pacsflow.config.settings import write_settings
 from pacsflow.errors import StackError
 from pacsflow.stack.process import ManagedProcess
 
@@ -140,12 +141,23 @@ def mlflow_service(settings: Settings) -> ManagedProcess:
     )
 
 
+def app_env(settings: Settings) -> dict[str, str]:
+    """The environment of pacsflow's own processes: the exact effective settings, handed
+    over as a TOML file (so a --config file and environment overrides both carry over)."""
+    config = write_settings(settings, settings.paths.run_dir / "effective-config.toml")
+    return {
+        **prefect_env(settings),
+        **mlflow_env(settings),
+        "PACSFLOW_CONFIG_FILE": str(config.resolve()),
+    }
+
+
 def gateway_service(settings: Settings) -> ManagedProcess:
     g = settings.gateway
     return ManagedProcess(
         name="gateway",
         argv=[sys.executable, "-m", "pacsflow.cli.main", "gateway"],
-        env={**prefect_env(settings), **mlflow_env(settings)},
+        env=app_env(settings),
         run_dir=settings.paths.run_dir,
         log_dir=settings.paths.log_dir,
         ports=[(g.host, g.dicom_port), (g.host, g.mllp_port), (g.host, g.http_port)],
@@ -159,11 +171,7 @@ def worker_service(settings: Settings) -> ManagedProcess:
     return ManagedProcess(
         name="worker",
         argv=[sys.executable, "-m", "deployments.serve"],
-        env={
-            **prefect_env(settings),
-            **mlflow_env(settings),
-            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        },
+        env=app_env(settings),
         run_dir=settings.paths.run_dir,
         log_dir=settings.paths.log_dir,
         ports=[],

@@ -1,0 +1,1 @@
+"""Benchmarks: JSON output, a baseline side by side, ratios. Not timed tests."""
