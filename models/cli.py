@@ -80,7 +80,9 @@ def add_parser(sub: SubParsers) -> None:
     ev.add_argument("--studies", type=int, default=100)
     ev.add_argument("--seed", type=int, default=10_000)
     ev.add_argument("--matrix", type=int, default=256, help="in-plane matrix of the DICOM")
-    ev.add_argument("--out", type=Path, help="evaluation JSON (default: <weights-dir>/<m>.eval.json)")
+    ev.add_argument(
+        "--out", type=Path, help="evaluation JSON (default: <weights-dir>/<m>.eval.json)"
+    )
     ev.set_defaults(handler=run_evaluate)
 
     bs = msub.add_parser("bootstrap", help="register + approve + promote the shipped weights")

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from models.segmenter import SegmenterConfig, build_network, window_channels
+from models.segmenter import (
+    SegmenterConfig,
+    build_network,
+    model_grid_shape,
+    resample,
+    window_channels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,23 @@ class Sample:
 
 
 SampleSource = Callable[[np.random.Generator], Sample]
+
+
+def to_model_grid(
+    hu: np.ndarray,
+    mask: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    config: SegmenterConfig,
+) -> Sample:
+    """Resample an acquisition to the model grid; a model voxel is lesion when at least
+    half of it was."""
+    shape = model_grid_shape(tuple(hu.shape), spacing_zyx, config.spacing_zyx)  # type: ignore[arg-type]
+    t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    return Sample(
+        hu=resample(t, shape)[0, 0].numpy(),
+        mask=(resample(m, shape)[0, 0] >= 0.5).numpy(),
+    )
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,9 @@ def train_segmenter(
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
 
     pool = [source(rng) for _ in range(plan.pool_size)]
-    log.info("%s: pool of %d volumes ready in %.1f s", name, len(pool), time.perf_counter() - started)
+    log.info(
+        "%s: pool of %d volumes ready in %.1f s", name, len(pool), time.perf_counter() - started
+    )
     losses: list[float] = []
     for step in range(plan.steps):
         if plan.refresh_every and step and step % plan.refresh_every == 0:

@@ -15,6 +15,8 @@ import pydicom
 
 from pacsflow.errors import NotAnalysableError
 
+AIR_HU = -1024.0
+
 
 @dataclass(frozen=True)
 class Volume:
@@ -104,10 +106,16 @@ def load_volume(
     for i, ds in enumerate(slices):
         if int(ds.Rows) != rows or int(ds.Columns) != cols:
             raise NotAnalysableError(["slices have different matrix sizes"])
-        pixels = ds.pixel_array.astype(np.float32)
+        stored = ds.pixel_array
+        pixels = stored.astype(np.float32)
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         hu[i] = pixels * slope + intercept
+        # Pixel Padding Value (PS3.3 C.7.5.1.1.2) marks pixels outside the reconstruction,
+        # not tissue: show them as air instead of the vendor's out-of-range sentinel.
+        padding = ds.get("PixelPaddingValue")
+        if isinstance(padding, int):
+            hu[i][stored == padding] = AIR_HU
     return Volume(
         hu=hu,
         spacing_zyx=(spacing_z, dy, dx),

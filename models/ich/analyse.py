@@ -15,11 +15,12 @@ import pydicom
 from models.ich.findings import findings_from_probability
 from models.segmenter import Segmenter
 from models.volume import Volume, load_volume
-from pacsflow.domain import InferenceResult, ModelRef
+from pacsflow.domain import Finding, InferenceResult, ModelRef
 from pacsflow.errors import InvalidInputError, NotAnalysableError
 
 
-def _uids(datasets: Sequence[pydicom.Dataset]) -> tuple[str, str]:
+def series_uids(datasets: Sequence[pydicom.Dataset]) -> tuple[str, str]:
+    """(StudyInstanceUID, SeriesInstanceUID) shared by all instances."""
     studies = {str(ds.get("StudyInstanceUID", "")) for ds in datasets}
     series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(studies) != 1 or len(series) != 1:
@@ -29,7 +30,7 @@ def _uids(datasets: Sequence[pydicom.Dataset]) -> tuple[str, str]:
 
 def analyse_volume(
     volume: Volume, segmenter: Segmenter, *, threshold: float | None = None
-) -> tuple[list, np.ndarray, float]:  # type: ignore[type-arg]
+) -> tuple[list[Finding], np.ndarray, float]:
     """Findings, label map (source grid) and study probability of a loaded volume."""
     if segmenter.config.kind != "ich":
         raise InvalidInputError(f"an ICH analysis needs an ICH model, got {segmenter.config.kind}")
@@ -55,7 +56,7 @@ def analyse_series(
     (0 = none, i = finding i; slices in `volume.sop_instance_uids` order) and the volume.
     """
     started = time.perf_counter()
-    study_uid, series_uid = _uids(datasets)
+    study_uid, series_uid = series_uids(datasets)
     volume = load_volume(datasets)
     findings, labels, study_probability = analyse_volume(volume, segmenter, threshold=threshold)
     result = InferenceResult(

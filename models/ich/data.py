@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from models.segmenter import SegmenterConfig, model_grid_shape, resample
-from models.training import Sample
+from models.segmenter import SegmenterConfig
+from models.training import Sample, to_model_grid
 from pacsflow.errors import InvalidInputError
 from pacsflow.synth.phantoms import Grid, Hemorrhage, head_phantom
 from pacsflow.synth.specs import HEMORRHAGE_SUBTYPES, SIDES
@@ -35,7 +34,9 @@ CONFIG = SegmenterConfig(
 VOLUME_RANGE_ML = (0.5, 60.0)
 
 
-def random_hemorrhages(rng: np.random.Generator, *, normal_fraction: float = 0.5) -> list[Hemorrhage]:
+def random_hemorrhages(
+    rng: np.random.Generator, *, normal_fraction: float = 0.5
+) -> list[Hemorrhage]:
     """About half normal; else one (sometimes two) hemorrhages of any subtype, side and a
     log-uniform volume, so small bleeds are as common as large ones."""
     if rng.random() < normal_fraction:
@@ -62,23 +63,6 @@ def acquisition_grid(rng: np.random.Generator, *, matrix: int = 256) -> Grid:
         fov_mm=float(rng.uniform(220.0, 260.0)),
         n_slices=max(4, round(coverage / slice_mm)),
         slice_mm=slice_mm,
-    )
-
-
-def to_model_grid(
-    hu: np.ndarray,
-    mask: np.ndarray,
-    spacing_zyx: tuple[float, float, float],
-    config: SegmenterConfig,
-) -> Sample:
-    """Resample an acquisition to the model grid; a model voxel is lesion when at least
-    half of it was."""
-    shape = model_grid_shape(tuple(hu.shape), spacing_zyx, config.spacing_zyx)  # type: ignore[arg-type]
-    t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    return Sample(
-        hu=resample(t, shape)[0, 0].numpy(),
-        mask=(resample(m, shape)[0, 0] >= 0.5).numpy(),
     )
 
 

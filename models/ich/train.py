@@ -1,6 +1,6 @@
 """Train the ICH segmenter on synthetic head phantoms (CPU, reproducible by seed).
 
-    python -m models.ich.train --out models/weights --seed 0
+python -m models.ich.train --out models/weights --seed 0
 """
 
 from __future__ import annotations

@@ -105,7 +105,9 @@ class GatewaySettings(_Group):
         default_factory=lambda: {"default": 5.0},
         description="Seconds after the last instance before a study closes, per modality",
     )
-    dispatch_max_attempts: int = 10
+    dispatch_max_attempts: int = Field(
+        60, description="Tries before an outbox row is dead (back-off capped at 5 min)"
+    )
     vna_change_feed: bool = Field(
         False, description="Also trigger on the archive's StableStudy changes (Orthanc)"
     )

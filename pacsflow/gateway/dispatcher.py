@@ -15,10 +15,11 @@ from pacsflow.orchestration.prefect_api import PrefectApi
 
 log = logging.getLogger(__name__)
 
-# pathway name -> "flow-name/deployment-name" (the deployments/ package registers these)
+# pathway name -> "flow-name/deployment-name" (deployments/catalog.py registers these; a
+# test keeps the two in step). A routed pathway missing here ends as a dead outbox row
+# with the reason, e.g. nodule_followup until its flow exists.
 DEPLOYMENTS: dict[str, str] = {
     "stroke_triage": "stroke-triage/stroke-triage",
-    "nodule_followup": "nodule-followup/nodule-followup",
 }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 Vec3 = tuple[float, float, float]
 Window = tuple[slice, ...]
+_EMPTY = np.zeros(0, dtype=np.float32)
 
 
 def rotation_matrix(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
@@ -105,6 +106,11 @@ class Canvas:
         self.xs_mm: np.ndarray | None = None
         self.frame: Frame | None = None
         self.z_world: float | None = None
+        # Fields a model leaves for lesion scorers (the head: distance beyond the inner
+        # table, normalised radius and 1 / vertical semi-axis per pixel).
+        self.e: np.ndarray = _EMPTY
+        self.rn: np.ndarray = _EMPTY
+        self.invc: np.ndarray | np.float32 = np.float32(0.0)
         self.z_min = float(Z.min()) if Z.size else 0.0
         self.z_max = float(Z.max()) if Z.size else 0.0
 

@@ -118,13 +118,15 @@ def _vessel_tree(rng: np.random.Generator, side: float) -> list[Segment]:
         for _ in range(2):
             nd = d + rng.normal(scale=0.45, size=3)
             nd /= np.linalg.norm(nd)
-            stack.append((q, nd, max(r * 0.7, 0.8), length * float(rng.uniform(0.65, 0.85)),
-                          gen + 1))
+            stack.append(
+                (q, nd, max(r * 0.7, 0.8), length * float(rng.uniform(0.65, 0.85)), gen + 1)
+            )
     return out
 
 
-def draw_chest_anatomy(rng: np.random.Generator, grid: Grid, *, jitter: bool = True
-                       ) -> ChestAnatomy:
+def draw_chest_anatomy(
+    rng: np.random.Generator, grid: Grid, *, jitter: bool = True
+) -> ChestAnatomy:
     """A plausible adult chest placed in the grid's field of view."""
 
     def u(lo: float, hi: float, nominal: float) -> float:
@@ -134,8 +136,8 @@ def draw_chest_anatomy(rng: np.random.Generator, grid: Grid, *, jitter: bool = T
     scale = (g * u(0.96, 1.04, 1.0), g * u(0.96, 1.04, 1.0), g * u(0.95, 1.05, 1.0))
     x, y, z = grid.x_mm(), grid.y_mm(), grid.z_mm()
     coverage = z[-1] - z[0] + grid.spacing_zyx_mm[0]
-    fat = u(8.0, 30.0, 15.0)
-    body = (148.0 * scale[0] + fat, 98.0 * scale[1] + fat)
+    fat = u(8.0, 25.0, 15.0)
+    body = (140.0 * scale[0] + fat, 96.0 * scale[1] + fat)
     center = (
         float((x[0] + x[-1]) / 2) + u(-10, 10, 0),
         float((y[0] + y[-1]) / 2) + u(-8, 12, 0),
@@ -144,11 +146,13 @@ def draw_chest_anatomy(rng: np.random.Generator, grid: Grid, *, jitter: bool = T
     vessels = []
     for side in (-1.0, 1.0):
         for p0, p1, r in _vessel_tree(rng, side):
-            vessels.append((
-                tuple(a * s for a, s in zip(p0, scale, strict=True)),
-                tuple(a * s for a, s in zip(p1, scale, strict=True)),
-                r,
-            ))
+            vessels.append(
+                (
+                    tuple(a * s for a, s in zip(p0, scale, strict=True)),
+                    tuple(a * s for a, s in zip(p1, scale, strict=True)),
+                    r,
+                )
+            )
     hu = nominal_tissue_hu()
     hu[LUNG] = u(-880.0, -830.0, -860.0)
     hu[MUSCLE] = u(42.0, 58.0, 50.0)
@@ -209,8 +213,11 @@ class ChestModel:
         s = self.s
         ms = (self.sx + self.sy + self.sz) / 3
 
-        def cap(p0: tuple[float, float, float], p1: tuple[float, float, float], r: float,
-                ) -> Capsule:
+        def cap(
+            p0: tuple[float, float, float],
+            p1: tuple[float, float, float],
+            r: float,
+        ) -> Capsule:
             return Capsule(s(*p0), s(*p1), r * ms)
 
         self.heart = Ellipsoid(s(18, -22, -72), (62 * self.sx, 50 * self.sy, 48 * self.sz))
@@ -240,15 +247,17 @@ class ChestModel:
         self.stomach = Ellipsoid(s(45, -25, -135), (40 * self.sx, 36 * self.sy, 28 * self.sz))
         self.vessel_caps = [Capsule(p0, p1, r) for p0, p1, r in self.an.vessels]
         # Patient z-range of each vessel, to skip the many that miss a slice in one go.
-        ends = np.array([[self.frame.to_world(c.p0)[2], self.frame.to_world(c.p1)[2], c.radius]
-                         for c in self.vessel_caps]).reshape(-1, 3)
+        ends = np.array(
+            [
+                [self.frame.to_world(c.p0)[2], self.frame.to_world(c.p1)[2], c.radius]
+                for c in self.vessel_caps
+            ]
+        ).reshape(-1, 3)
         self._vessel_zlo = np.minimum(ends[:, 0], ends[:, 1]) - ends[:, 2]
         self._vessel_zhi = np.maximum(ends[:, 0], ends[:, 1]) + ends[:, 2]
 
     # ---- geometry -----------------------------------------------------------------------
-    def slice_crop_lps(
-        self, z_mm: float
-    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    def slice_crop_lps(self, z_mm: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
         a, b = self.an.body_axes
         m = self.frame.matrix
         c, s = m[0, 0], m[1, 0]
@@ -361,7 +370,9 @@ class ChestModel:
             cv.paint(shape, AIRWAY)
         cv.paint(self.esophagus, MUSCLE, only=_SOFT_ROOM)
         if cv.z_world is not None:
-            near = np.flatnonzero((self._vessel_zlo <= cv.z_world) & (self._vessel_zhi >= cv.z_world))
+            near = np.flatnonzero(
+                (self._vessel_zlo <= cv.z_world) & (self._vessel_zhi >= cv.z_world)
+            )
             for i in near:
                 cv.paint(self.vessel_caps[i], VESSEL, only=_LUNG_ONLY)
         else:
@@ -379,10 +390,12 @@ class ChestModel:
             return
         X, Y, cls = cv.X[box], cv.Y[box], cv.cls[box]
         fb = np.float32
-        muscles = (((np.abs(X) - fb(28 * sx)) * fb(1 / (20 * sx))) ** 2
-                   + ((Y - fb(yv + 36 * sy)) * fb(1 / (19 * sy))) ** 2) <= 1.0
+        muscles = (
+            ((np.abs(X) - fb(28 * sx)) * fb(1 / (20 * sx))) ** 2
+            + ((Y - fb(yv + 36 * sy)) * fb(1 / (19 * sy))) ** 2
+        ) <= 1.0
         cls[muscles & (cls != AIR)] = MUSCLE
-        body = ((X * fb(1 / (19 * sx))) ** 2 + ((Y - fb(yv)) * fb(1 / (16 * sy))) ** 2)
+        body = (X * fb(1 / (19 * sx))) ** 2 + ((Y - fb(yv)) * fb(1 / (16 * sy))) ** 2
         disc = ((z - self.an.rib_phase_mm) / (27.0 * self.sz)) % 1.0 < 0.2
         cls[body <= 1.0] = DISC if disc else VERTEBRA
         if not disc:
@@ -390,11 +403,14 @@ class ChestModel:
         dy = Y - fb(yv + 27 * sy)
         canal = X * X + dy * dy
         cls[(canal <= (13.0 * sx) ** 2) & (dy > -6.0 * sy)] = VERTEBRA
-        transverse = (((np.abs(X) - fb(22 * sx)) * fb(1 / (12 * sx))) ** 2
-                      + ((Y - fb(yv + 22 * sy)) * fb(1 / (5 * sy))) ** 2) <= 1.0
+        transverse = (
+            ((np.abs(X) - fb(22 * sx)) * fb(1 / (12 * sx))) ** 2
+            + ((Y - fb(yv + 22 * sy)) * fb(1 / (5 * sy))) ** 2
+        ) <= 1.0
         cls[transverse] = VERTEBRA
-        spinous = ((X * fb(1 / (4 * sx))) ** 2
-                   + ((Y - fb(yv + 44 * sy)) * fb(1 / (10 * sy))) ** 2) <= 1.0
+        spinous = (
+            (X * fb(1 / (4 * sx))) ** 2 + ((Y - fb(yv + 44 * sy)) * fb(1 / (10 * sy))) ** 2
+        ) <= 1.0
         cls[spinous] = VERTEBRA
         cls[canal <= (8.0 * sx) ** 2] = CORD
 
@@ -477,8 +493,11 @@ def place_nodule(
     side = -1.0 if lobe.startswith("R") else 1.0
     ax, ay = model.lung_axes
     for _ in range(60):
-        z = float(rng.uniform(max(z_lo, model.an.dome_left_mm - 40.0),
-                              min(z_hi, model.an.lung_apex_mm - 10.0)))
+        z = float(
+            rng.uniform(
+                max(z_lo, model.an.dome_left_mm - 40.0), min(z_hi, model.an.lung_apex_mm - 10.0)
+            )
+        )
         n = 64
         X = side * model.lung_cx + rng.uniform(-ax, ax, n)
         Y = model.lung_cy + rng.uniform(-ay, ay, n)
@@ -509,9 +528,13 @@ def plan_nodule(
     k *= (2 * math.pi / max(1.2 * radius, 1.0)) / np.linalg.norm(k, axis=1, keepdims=True)
     k = k.astype(np.float32)
     ph = rng.uniform(0, 2 * math.pi, 2).astype(np.float32)
-    lobulation = 0.12 if nod.nodule_type == "solid" else 0.08
+    lobulation = 0.09 if nod.nodule_type == "solid" else 0.06
     inv = np.float32(1.0 / radius)
-    bound = 1.8 * radius + 3.0
+    # Room for candidates: beyond the sphere, and at least one voxel whatever the grid.
+    half_diag = 0.5 * math.sqrt(sum(v * v for v in grid.spacing_zyx_mm))
+    reach = max(1.8 * radius, radius + 2.0 * half_diag)
+    q_max = np.float32((reach / radius) ** 2)
+    bound = reach + 1.0
 
     def scorer(cv: Canvas) -> ScorerResult | None:
         win = cv.window(c, bound)
@@ -525,7 +548,7 @@ def plan_nodule(
             np.cos(k[0, 0] * dx + k[0, 1] * dy + k[0, 2] * dz + ph[0])
             + 0.6 * np.cos(k[1, 0] * dx + k[1, 1] * dy + k[1, 2] * dz + ph[1])
         )
-        m = _LUNG_ROOM[cv.cls[win]] & (q < 3.0)
+        m = _LUNG_ROOM[cv.cls[win]] & (q < q_max)
         ii, jj = np.nonzero(m)
         return ii + win[0].start, jj + win[1].start, q[m], None  # type: ignore[union-attr]
 
@@ -535,10 +558,17 @@ def plan_nodule(
     elif nod.nodule_type == "ground-glass":
         plan = LesionPlan(label, n, scorer, float(rng.uniform(-680.0, -450.0)), 35.0, desc)
     else:
-        frac = nod.solid_fraction if nod.solid_fraction is not None else float(
-            rng.uniform(0.35, 0.65))
+        frac = (
+            nod.solid_fraction if nod.solid_fraction is not None else float(rng.uniform(0.35, 0.65))
+        )
         plan = LesionPlan(
-            label, n, scorer, float(rng.uniform(-620.0, -480.0)), 30.0, desc,
-            core_voxels=max(1, round(n * frac**3)), core_hu_mean=float(rng.uniform(10.0, 45.0)),
+            label,
+            n,
+            scorer,
+            float(rng.uniform(-620.0, -480.0)),
+            30.0,
+            desc,
+            core_voxels=max(1, round(n * frac**3)),
+            core_hu_mean=float(rng.uniform(10.0, 45.0)),
         )
     return plan, placed

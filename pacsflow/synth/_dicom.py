@@ -7,15 +7,19 @@ series to a few milliseconds per file.
 
 from __future__ import annotations
 
+import itertools
+import struct
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from pacsflow.synth.grid import Grid
 from pacsflow.synth.truth import SeriesTruth
@@ -28,9 +32,17 @@ CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
 
+# Namespace of the name-based UUIDs behind synthetic UIDs.
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/pacsflow/pacsflow/synth")
+
+
 def uid(*parts: object) -> str:
-    """A deterministic UID under 2.25 (PS3.5 B.2) from the parts given."""
-    return str(generate_uid(prefix=None, entropy_srcs=["pacsflow-synth", *map(str, parts)]))
+    """A deterministic UID from the parts given: 2.25.<name-based UUID> (PS3.5 B.2).
+
+    Not pydicom's generate_uid(prefix=None, entropy_srcs=...): with prefix None it ignores
+    the entropy sources and returns a random UUID (pydicom 3.0).
+    """
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, '|'.join(map(str, parts))).int}"
 
 
 def ds_number(v: float) -> str:
@@ -88,8 +100,13 @@ class StudyContext:
 
 
 def _base(
-    ctx: StudyContext, sop_class: str, modality: str, series_uid: str, series_number: int,
-    description: str, seconds: float,
+    ctx: StudyContext,
+    sop_class: str,
+    modality: str,
+    series_uid: str,
+    series_number: int,
+    description: str,
+    seconds: float,
 ) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -163,26 +180,24 @@ def _ct_acquisition(ds: Dataset, ctx: StudyContext, kernel: str, fov_mm: float) 
         ds.ContrastBolusIngredientConcentration = ds_number(350.0)
 
 
-def _stored_pixels(hu: np.ndarray, vendor: VendorProfile, grid_fov: float, px: float,
-                   ) -> tuple[np.ndarray, int | None]:
-    """HU -> stored values in the vendor's representation, reconstruction circle applied."""
-    stored = hu.astype(np.int32)
-    stored -= int(vendor.rescale_intercept)
-    if vendor.pixel_representation == 0:
-        np.clip(stored, 0, 2**vendor.bits_stored - 1, out=stored)
-        out = stored.astype(np.uint16)
-    else:
-        np.clip(stored, -(2 ** (vendor.bits_stored - 1)), 2 ** (vendor.bits_stored - 1) - 1,
-                out=stored)
-        out = stored.astype(np.int16)
-    ny, nx = hu.shape[-2:]
+def _outside_circle(ny: int, nx: int, px: float, fov_mm: float) -> np.ndarray:
+    """Pixels outside the reconstruction circle (diameter = reconstruction FOV)."""
     yy = (np.arange(ny) - (ny - 1) / 2.0) * px
     xx = (np.arange(nx) - (nx - 1) / 2.0) * px
-    outside = (yy[:, None] ** 2 + xx[None, :] ** 2) > (grid_fov / 2.0) ** 2
-    pad = vendor.padding_value
-    fill = pad if pad is not None else int(-1024 - vendor.rescale_intercept)  # HU -1024
-    out[..., outside] = fill
-    return out, pad
+    return (yy[:, None] ** 2 + xx[None, :] ** 2) > (fov_mm / 2.0) ** 2
+
+
+def _stored_pixels(
+    hu: np.ndarray, vendor: VendorProfile, outside: np.ndarray | None = None
+) -> np.ndarray:
+    """HU (int16, already within -1024..3071) -> stored values in the vendor's
+    representation (PS3.3 C.11.1.1.2: HU = stored * slope + intercept)."""
+    dtype = np.uint16 if vendor.pixel_representation == 0 else np.int16
+    stored = (hu - np.int16(vendor.rescale_intercept)).astype(dtype)
+    if outside is not None:
+        pad = vendor.padding_value
+        stored[outside] = pad if pad is not None else int(-1024 - vendor.rescale_intercept)
+    return stored
 
 
 def _pixel_module(ds: Dataset, rows: int, cols: int, vendor: VendorProfile) -> None:
@@ -199,17 +214,106 @@ def _pixel_module(ds: Dataset, rows: int, cols: int, vendor: VendorProfile) -> N
     ds.RescaleType = "HU"
 
 
-def _write_all(ds: Dataset, folder: Path, frames: Sequence[tuple[int, str, dict[str, object], bytes]]
-               ) -> None:
+# Attributes that change from file to file; everything else is encoded once per series.
+_SOP_INSTANCE_UID = (0x0008, 0x0018)
+_INSTANCE_NUMBER = (0x0020, 0x0013)
+_IMAGE_POSITION = (0x0020, 0x0032)
+_SLICE_LOCATION = (0x0020, 0x1041)
+_PIXEL_DATA = (0x7FE0, 0x0010)
+_VARIABLE = (_SOP_INSTANCE_UID, _INSTANCE_NUMBER, _IMAGE_POSITION, _SLICE_LOCATION, _PIXEL_DATA)
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN"}
+
+
+def _element(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:
+    """One Explicit VR Little Endian data element (PS3.5 7.1.2)."""
+    if len(value) % 2:
+        value += b"\0" if vr in (b"UI", b"OB") else b" "
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2sHI", tag[0], tag[1], vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag[0], tag[1], vr, len(value)) + value
+
+
+def _encode(ds: Dataset) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+class _SeriesFileWriter:
+    """Writes the files of one series: the shared part of the header is encoded once.
+
+    Equivalent to setting the per-file attributes on `ds` and calling dcmwrite for each
+    file, about ten times faster (the chest CT's 560 files are most of its write time).
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        meta = ds.file_meta
+        self._meta_fixed = (
+            _element((0x0002, 0x0001), b"OB", b"\x00\x01"),
+            _element((0x0002, 0x0002), b"UI", str(meta.MediaStorageSOPClassUID).encode()),
+            _element((0x0002, 0x0010), b"UI", str(meta.TransferSyntaxUID).encode()),
+            _element((0x0002, 0x0012), b"UI", str(meta.ImplementationClassUID).encode()),
+            _element((0x0002, 0x0013), b"SH", str(meta.ImplementationVersionName).encode()),
+        )
+        bounds = [(0x0000, 0x0000), *_VARIABLE, (0xFFFF, 0xFFFF)]
+        self._segments: list[bytes] = []
+        for lo, hi in itertools.pairwise(bounds):
+            part = Dataset()
+            for elem in ds:
+                t = (elem.tag.group, elem.tag.element)
+                if lo < t < hi:
+                    part.add(elem)
+            self._segments.append(_encode(part) if len(part) else b"")
+        self._pixel_vr = b"OB" if ds.get("BitsAllocated", 16) <= 8 else b"OW"
+
+    def write(
+        self,
+        path: Path,
+        sop_uid: str,
+        number: int,
+        pixels: bytes,
+        position: Sequence[str] | None = None,
+        slice_location: str | None = None,
+    ) -> None:
+        uid_b = sop_uid.encode()
+        m = self._meta_fixed
+        meta_body = b"".join((m[0], m[1], _element((0x0002, 0x0003), b"UI", uid_b), *m[2:]))
+        variable = [
+            _element(_SOP_INSTANCE_UID, b"UI", uid_b),
+            _element(_INSTANCE_NUMBER, b"IS", str(number).encode()),
+            _element(_IMAGE_POSITION, b"DS", "\\".join(position).encode()) if position else b"",
+            _element(_SLICE_LOCATION, b"DS", slice_location.encode()) if slice_location else b"",
+            _element(_PIXEL_DATA, self._pixel_vr, pixels),
+        ]
+        seg = self._segments
+        parts = [
+            b"\x00" * 128,
+            b"DICM",
+            struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(meta_body)),
+            meta_body,
+            seg[0],
+        ]
+        for v, sgm in zip(variable, seg[1:], strict=True):
+            parts += [v, sgm]
+        path.write_bytes(b"".join(parts))
+
+
+def _write_all(
+    ds: Dataset, folder: Path, frames: Sequence[tuple[int, str, dict[str, object], bytes]]
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    writer = _SeriesFileWriter(ds)
     for number, sop_uid, attrs, pixels in frames:
-        ds.SOPInstanceUID = sop_uid
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.InstanceNumber = number
-        for k, v in attrs.items():
-            setattr(ds, k, v)
-        ds.PixelData = pixels
-        dcmwrite(folder / f"{number:04d}.dcm", ds, enforce_file_format=True)
+        writer.write(
+            folder / f"{number:04d}.dcm",
+            sop_uid,
+            number,
+            pixels,
+            attrs.get("ImagePositionPatient"),  # type: ignore[arg-type]
+            attrs.get("SliceLocation"),  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True)
@@ -235,8 +339,15 @@ def write_axial_series(study_dir: Path, ctx: StudyContext, s: AxialSeries) -> Se
     series_uid = uid(*ctx.uid_parts, "series", s.series_number)
     grid = s.grid
     fov = grid.spacing_zyx_mm[2] * grid.nx
-    ds = _base(ctx, CT_IMAGE_STORAGE, "CT", series_uid, s.series_number, s.description,
-               s.seconds_after_start)
+    ds = _base(
+        ctx,
+        CT_IMAGE_STORAGE,
+        "CT",
+        series_uid,
+        s.series_number,
+        s.description,
+        s.seconds_after_start,
+    )
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     _ct_acquisition(ds, ctx, s.kernel, fov)
     ds.SliceThickness = ds_number(s.slice_thickness_mm)
@@ -247,12 +358,13 @@ def write_axial_series(study_dir: Path, ctx: StudyContext, s: AxialSeries) -> Se
     ds.WindowWidth = [ds_number(v) for v in s.window_width]
     ds.WindowCenterWidthExplanation = s.window_explanation
     _pixel_module(ds, grid.ny, grid.nx, ctx.vendor)
-    stored, pad = _stored_pixels(s.hu, ctx.vendor, fov, grid.spacing_zyx_mm[2])
+    pad = ctx.vendor.padding_value
     if pad is not None:
         ds.add_new(0x00280120, "SS" if ctx.vendor.pixel_representation else "US", pad)
     x0, y0, _ = grid.origin_lps_mm
     xs, ys = ds_number(x0), ds_number(y0)
     reverse = ctx.vendor.reverse_instance_order
+    outside = _outside_circle(grid.ny, grid.nx, grid.spacing_zyx_mm[2], fov)
     folder = study_dir / f"{s.series_number:03d}_{s.role}"
     frames = []
     for k in range(grid.nz):
@@ -262,8 +374,10 @@ def write_axial_series(study_dir: Path, ctx: StudyContext, s: AxialSeries) -> Se
             "ImagePositionPatient": [xs, ys, ds_number(z)],
             "SliceLocation": ds_number(z),
         }
-        frames.append((number, uid(*ctx.uid_parts, "sop", s.series_number, number), attrs,
-                       stored[k].tobytes()))
+        stored = _stored_pixels(s.hu[k], ctx.vendor, outside)
+        frames.append(
+            (number, uid(*ctx.uid_parts, "sop", s.series_number, number), attrs, stored.tobytes())
+        )
     _write_all(ds, folder, frames)
     return SeriesTruth(
         series_uid=series_uid,
@@ -287,19 +401,24 @@ def write_axial_series(study_dir: Path, ctx: StudyContext, s: AxialSeries) -> Se
 
 
 def write_localizer(
-    study_dir: Path, ctx: StudyContext, raw: np.ndarray, grid: Grid, *, lateral: bool,
+    study_dir: Path,
+    ctx: StudyContext,
+    raw: np.ndarray,
+    grid: Grid,
+    *,
+    lateral: bool,
     series_number: int = 1,
 ) -> SeriesTruth:
     """A projection radiograph through the noise-free volume, as CT localizer (scout)."""
     series_uid = uid(*ctx.uid_parts, "series", series_number)
     dz, dy, dx = grid.spacing_zyx_mm
     x0, y0, z0 = grid.origin_lps_mm
-    mu = np.clip(raw + 1000.0, 0.0, None)
+    # Attenuation relative to water, (HU + 1000) / 1000, summed along the ray (HU >= -1000).
     if lateral:  # through the patient from side to side: rows along -z, columns along +y
-        proj = mu.sum(axis=2) * (dx / 1000.0)
+        proj = (raw.sum(axis=2, dtype=np.float64) + 1000.0 * grid.nx) * (dx / 1000.0)
         col_spacing, orientation = dy, ["0", "1", "0", "0", "0", "-1"]
     else:  # antero-posterior: columns along +x
-        proj = mu.sum(axis=1) * (dy / 1000.0)
+        proj = (raw.sum(axis=1, dtype=np.float64) + 1000.0 * grid.ny) * (dy / 1000.0)
         col_spacing, orientation = dx, ["1", "0", "0", "0", "0", "-1"]
     z_top = z0 + (grid.nz - 1) * dz
     n_rows = max(2, round((grid.nz - 1) * dz / col_spacing) + 1)
@@ -309,35 +428,54 @@ def write_localizer(
     w = (f - i0)[:, None]
     img = proj[i0] * (1.0 - w) + proj[i1] * w
     peak = float(img.max()) or 1.0
-    hu = (img * (3000.0 / peak) - 1024.0).astype(np.float32)
-    hu = np.rint(hu).astype(np.int16)
+    hu = np.rint(img * (3000.0 / peak) - 1024.0).astype(np.int16)
     ds = _base(ctx, CT_IMAGE_STORAGE, "CT", series_uid, series_number, ctx.vendor.scout, 0.0)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-    _ct_acquisition(ds, ctx, ctx.vendor.kernel("head" if lateral else "chest", "axial"),
-                    col_spacing * img.shape[1])
+    _ct_acquisition(
+        ds,
+        ctx,
+        ctx.vendor.kernel("head" if lateral else "chest", "axial"),
+        col_spacing * img.shape[1],
+    )
     ds.SliceThickness = ds_number(0.6)
     ds.PixelSpacing = [ds_number(col_spacing), ds_number(col_spacing)]
     ds.ImageOrientationPatient = orientation
-    position = [x0 + (grid.nx - 1) * dx / 2.0, y0, z_top] if lateral else [
-        x0, y0 + (grid.ny - 1) * dy / 2.0, z_top]
+    position = (
+        [x0 + (grid.nx - 1) * dx / 2.0, y0, z_top]
+        if lateral
+        else [x0, y0 + (grid.ny - 1) * dy / 2.0, z_top]
+    )
     ds.WindowCenter = ds_number(float(np.percentile(hu, 60)))
     ds.WindowWidth = ds_number(2500.0)
     _pixel_module(ds, img.shape[0], img.shape[1], ctx.vendor)
-    stored, _ = _stored_pixels(hu, ctx.vendor, 1e9, 1.0)
+    stored = _stored_pixels(hu, ctx.vendor)
     folder = study_dir / f"{series_number:03d}_scout"
     attrs: dict[str, object] = {"ImagePositionPatient": [ds_number(v) for v in position]}
-    _write_all(ds, folder, [(1, uid(*ctx.uid_parts, "sop", series_number, 1), attrs,
-                             stored.tobytes())])
+    _write_all(
+        ds, folder, [(1, uid(*ctx.uid_parts, "sop", series_number, 1), attrs, stored.tobytes())]
+    )
     return SeriesTruth(
-        series_uid=series_uid, series_number=series_number, description=ctx.vendor.scout,
-        role="scout", modality="CT", sop_class_uid=CT_IMAGE_STORAGE, n_instances=1,
-        directory=folder.name, kernel=ds.ConvolutionKernel, image_type=list(ds.ImageType),
-        rows=img.shape[0], columns=img.shape[1],
+        series_uid=series_uid,
+        series_number=series_number,
+        description=ctx.vendor.scout,
+        role="scout",
+        modality="CT",
+        sop_class_uid=CT_IMAGE_STORAGE,
+        n_instances=1,
+        directory=folder.name,
+        kernel=ds.ConvolutionKernel,
+        image_type=list(ds.ImageType),
+        rows=img.shape[0],
+        columns=img.shape[1],
     )
 
 
 def write_dose_screen(
-    study_dir: Path, ctx: StudyContext, lines: list[str], *, size: int = 512,
+    study_dir: Path,
+    ctx: StudyContext,
+    lines: list[str],
+    *,
+    size: int = 512,
 ) -> SeriesTruth:
     """The vendor's dose page: a Secondary Capture image with the dose table burned in."""
     from PIL import Image, ImageDraw, ImageFont
@@ -364,9 +502,17 @@ def write_dose_screen(
     folder = study_dir / f"{number:03d}_dose"
     _write_all(ds, folder, [(1, uid(*ctx.uid_parts, "sop", number, 1), {}, pixels.tobytes())])
     return SeriesTruth(
-        series_uid=series_uid, series_number=number, description=ctx.vendor.dose, role="dose",
-        modality="CT", sop_class_uid=SECONDARY_CAPTURE_STORAGE, n_instances=1,
-        directory=folder.name, image_type=list(ds.ImageType), rows=size, columns=size,
+        series_uid=series_uid,
+        series_number=number,
+        description=ctx.vendor.dose,
+        role="dose",
+        modality="CT",
+        sop_class_uid=SECONDARY_CAPTURE_STORAGE,
+        n_instances=1,
+        directory=folder.name,
+        image_type=list(ds.ImageType),
+        rows=size,
+        columns=size,
     )
 
 
@@ -381,12 +527,18 @@ class MrSequence:
 
 
 def write_mr_series(
-    study_dir: Path, ctx: StudyContext, seq: MrSequence, series_number: int,
-    image: np.ndarray, grid: Grid, field_t: float,
+    study_dir: Path,
+    ctx: StudyContext,
+    seq: MrSequence,
+    series_number: int,
+    image: np.ndarray,
+    grid: Grid,
+    field_t: float,
 ) -> SeriesTruth:
     series_uid = uid(*ctx.uid_parts, "series", series_number)
-    ds = _base(ctx, MR_IMAGE_STORAGE, "MR", series_uid, series_number, seq.name,
-               60.0 * series_number)
+    ds = _base(
+        ctx, MR_IMAGE_STORAGE, "MR", series_uid, series_number, seq.name, 60.0 * series_number
+    )
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
     ds.ProtocolName = seq.name
     ds.SequenceName = seq.name.split("_")[0]
@@ -426,20 +578,32 @@ def write_mr_series(
             "ImagePositionPatient": [ds_number(x0), ds_number(y0), ds_number(z)],
             "SliceLocation": ds_number(z),
         }
-        frames.append((k + 1, uid(*ctx.uid_parts, "sop", series_number, k + 1), attrs,
-                       stored[k].tobytes()))
+        frames.append(
+            (k + 1, uid(*ctx.uid_parts, "sop", series_number, k + 1), attrs, stored[k].tobytes())
+        )
     _write_all(ds, folder, frames)
     return SeriesTruth(
-        series_uid=series_uid, series_number=series_number, description=seq.name, role="mr",
-        modality="MR", sop_class_uid=MR_IMAGE_STORAGE, n_instances=grid.nz,
-        directory=folder.name, image_type=list(ds.ImageType),
+        series_uid=series_uid,
+        series_number=series_number,
+        description=seq.name,
+        role="mr",
+        modality="MR",
+        sop_class_uid=MR_IMAGE_STORAGE,
+        n_instances=grid.nz,
+        directory=folder.name,
+        image_type=list(ds.ImageType),
         slice_thickness_mm=grid.spacing_zyx_mm[0],
-        spacing_between_slices_mm=grid.spacing_zyx_mm[0], rows=grid.ny, columns=grid.nx,
+        spacing_between_slices_mm=grid.spacing_zyx_mm[0],
+        rows=grid.ny,
+        columns=grid.nx,
     )
 
 
 def write_cr_image(
-    study_dir: Path, ctx: StudyContext, image: np.ndarray, pixel_mm: float,
+    study_dir: Path,
+    ctx: StudyContext,
+    image: np.ndarray,
+    pixel_mm: float,
 ) -> SeriesTruth:
     """A PA chest radiograph (CR Image Storage), 12-bit, patient's right on the image left."""
     number = 1
@@ -463,10 +627,28 @@ def write_cr_image(
     ds.WindowCenter = "2048"
     ds.WindowWidth = "4096"
     folder = study_dir / f"{number:03d}_cr"
-    _write_all(ds, folder, [(1, uid(*ctx.uid_parts, "sop", number, 1), {},
-                             np.clip(image, 0, 4095).astype(np.uint16).tobytes())])
+    _write_all(
+        ds,
+        folder,
+        [
+            (
+                1,
+                uid(*ctx.uid_parts, "sop", number, 1),
+                {},
+                np.clip(image, 0, 4095).astype(np.uint16).tobytes(),
+            )
+        ],
+    )
     return SeriesTruth(
-        series_uid=series_uid, series_number=number, description="CHEST PA", role="cr",
-        modality="CR", sop_class_uid=CR_IMAGE_STORAGE, n_instances=1, directory=folder.name,
-        image_type=list(ds.ImageType), rows=image.shape[0], columns=image.shape[1],
+        series_uid=series_uid,
+        series_number=number,
+        description="CHEST PA",
+        role="cr",
+        modality="CR",
+        sop_class_uid=CR_IMAGE_STORAGE,
+        n_instances=1,
+        directory=folder.name,
+        image_type=list(ds.ImageType),
+        rows=image.shape[0],
+        columns=image.shape[1],
     )

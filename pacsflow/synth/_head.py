@@ -88,7 +88,12 @@ REGION_NAMES = (
 FRONTAL, PARIETAL, TEMPORAL, OCCIPITAL, BASAL_GANGLIA, THALAMUS, CEREBELLUM_R, BRAINSTEM_R = range(
     8
 )
-_LOBE_CODE = {"frontal": FRONTAL, "parietal": PARIETAL, "temporal": TEMPORAL, "occipital": OCCIPITAL}
+_LOBE_CODE = {
+    "frontal": FRONTAL,
+    "parietal": PARIETAL,
+    "temporal": TEMPORAL,
+    "occipital": OCCIPITAL,
+}
 
 
 @dataclass(frozen=True)
@@ -205,8 +210,9 @@ def draw_head_anatomy(rng: np.random.Generator, grid: Grid, *, jitter: bool = Tr
 class _OrientedEllipsoid(Shape):
     """Ellipsoid whose first axis is turned by `tilt_deg` in the Y-Z plane (Sylvian cleft)."""
 
-    def __init__(self, center: tuple[float, float, float], axes: tuple[float, float, float],
-                 tilt_deg: float) -> None:
+    def __init__(
+        self, center: tuple[float, float, float], axes: tuple[float, float, float], tilt_deg: float
+    ) -> None:
         self.center = np.asarray(center, dtype=np.float64)
         self.bound = max(axes)
         t = math.radians(tilt_deg)
@@ -231,8 +237,13 @@ class HeadModel:
 
     background_hu = -1000.0
 
-    def __init__(self, anatomy: HeadAnatomy, *, contrast: bool = False,
-                 contrast_hu: tuple[float, float] = (200.0, 240.0)) -> None:
+    def __init__(
+        self,
+        anatomy: HeadAnatomy,
+        *,
+        contrast: bool = False,
+        contrast_hu: tuple[float, float] = (200.0, 240.0),
+    ) -> None:
         self.an = anatomy
         self.frame = anatomy.frame
         self.contrast = contrast
@@ -273,17 +284,23 @@ class HeadModel:
         ms = (sx + sy + sz) / 3.0
         vs = 0.85 + 0.5 * an.atrophy  # ventricle scale
 
-        def ell(c: tuple[float, float, float], ax: tuple[float, float, float], f: float = 1.0,
-                ) -> Ellipsoid:
+        def ell(
+            c: tuple[float, float, float],
+            ax: tuple[float, float, float],
+            f: float = 1.0,
+        ) -> Ellipsoid:
             return Ellipsoid(s(*c), (ax[0] * sx * f, ax[1] * sy * f, ax[2] * sz * f))
 
-        def cap(p0: tuple[float, float, float], p1: tuple[float, float, float], r: float,
-                ) -> Capsule:
+        def cap(
+            p0: tuple[float, float, float],
+            p1: tuple[float, float, float],
+            r: float,
+        ) -> Capsule:
             return Capsule(s(*p0), s(*p1), r * ms)
 
-        self.deep_gm = [
-            ell((side * 20, -8, 4), (9, 18, 12)) for side in (-1, 1)
-        ] + [ell((side * 10, 12, 4), (8, 14, 9)) for side in (-1, 1)]
+        self.deep_gm = [ell((side * 20, -8, 4), (9, 18, 12)) for side in (-1, 1)] + [
+            ell((side * 10, 12, 4), (8, 14, 9)) for side in (-1, 1)
+        ]
         self.ventricles: list[Shape] = []
         for side in (-1, 1):
             self.ventricles += [
@@ -295,8 +312,9 @@ class HeadModel:
         self.ventricles.append(Ellipsoid(s(0, 4, 0), (2.5 * sx * vs, 14 * sy, 9 * sz)))
         self.fourth = ell((0, 30, -45), (7, 4, 8))
         self.sylvian = [
-            _OrientedEllipsoid(s(side * 47, -4, -3), (15 * sx, 27 * sy, (2.0 + an.atrophy) * sz),
-                               20.0)
+            _OrientedEllipsoid(
+                s(side * 47, -4, -3), (15 * sx, 27 * sy, (2.0 + an.atrophy) * sz), 20.0
+            )
             for side in (-1, 1)
         ]
         self.cisterns = [
@@ -351,20 +369,14 @@ class HeadModel:
             ell((0, -64, -58), (15, 25, 30)),  # ethmoid / nasal cavity
             ell((0, -28, -48), (13, 11, 10)),  # sphenoid
         ] + [ell((side * 30, -58, -76), (15, 18, 18)) for side in (-1, 1)]  # maxillary
-        self.petrous = [
-            cap((side * 16, -2, -44), (side * 52, 24, -49), 7.0) for side in (-1, 1)
-        ]
+        self.petrous = [cap((side * 16, -2, -44), (side * 52, 24, -49), 7.0) for side in (-1, 1)]
         self.mastoids = [ell((side * 53, 25, -57), (9, 11, 10)) for side in (-1, 1)]
 
     # ---- classification -----------------------------------------------------------------
-    def slice_crop_lps(
-        self, z_mm: float
-    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    def slice_crop_lps(self, z_mm: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
         a, b, c, cl = self.an.inner_axes
         o = self.an.outer_mm + 6.0  # the globes stand a little proud of the scalp
-        boxes = [
-            ellipsoid_section_box(self.frame, (a + o, b + o, cz + o), z_mm) for cz in (c, cl)
-        ]
+        boxes = [ellipsoid_section_box(self.frame, (a + o, b + o, cz + o), z_mm) for cz in (c, cl)]
         found = [bx for bx in boxes if bx is not None]
         if not found:
             return None
@@ -377,7 +389,7 @@ class HeadModel:
         an = self.an
         X, Y, Z, cls = cv.X, cv.Y, cv.Z, cv.cls
         a, b, c, cl = an.inner_axes
-        sx, sy, sz = an.scale
+        sz = an.scale[2]
         if cv.z_min >= 0:
             invc: np.ndarray | np.float32 = np.float32(1.0 / c)
         elif cv.z_max <= 0:
@@ -397,7 +409,7 @@ class HeadModel:
         plen += Z * Z
         np.sqrt(plen, out=plen)
         e = plen - plen / rn
-        cv.e, cv.rn, cv.invc = e, rn, invc  # type: ignore[attr-defined]
+        cv.e, cv.rn, cv.invc = e, rn, invc
 
         tsk = an.skull_mm
         cls[e < tsk + an.scalp_mm] = SKIN
@@ -413,8 +425,9 @@ class HeadModel:
             xb, yb, zb = X[band], Y[band], Z[band]
             g = np.zeros(xb.shape, dtype=np.float32)
             for kx, ky, kz, ph in an.gyri:
-                g += np.cos(np.float32(kx) * xb + np.float32(ky) * yb + np.float32(kz) * zb
-                            + np.float32(ph))
+                g += np.cos(
+                    np.float32(kx) * xb + np.float32(ky) * yb + np.float32(kz) * zb + np.float32(ph)
+                )
             np.abs(g, out=g)
             db = d[band]
             sulcus = g < np.float32(0.22 + 0.12 * an.atrophy) * (1.0 - db / np.float32(16.0))
@@ -603,9 +616,7 @@ class HeadModel:
         return lobe.replace(" lobe", "") + " sulci"
 
     # ---- point sampling ---------------------------------------------------------------
-    def sample_points(
-        self, rng: np.random.Generator, n: int = 6000
-    ) -> tuple[Canvas, np.ndarray]:
+    def sample_points(self, rng: np.random.Generator, n: int = 6000) -> tuple[Canvas, np.ndarray]:
         """Random local points in the cranial cavity, classified, with their region codes."""
         a, b, c, cl = self.an.inner_axes
         lo = -0.75 * cl
@@ -621,7 +632,7 @@ class HeadModel:
 
 _CONVEXITY_DIRECTIONS = {
     "frontal": (0.45, -0.8, 0.45),
-    "parietal": (0.6, 0.1, 0.8),
+    "parietal": (0.6, 0.42, 0.68),
     "temporal": (0.97, -0.1, -0.2),
     "occipital": (0.35, 0.88, 0.25),
     "convexity": (0.65, -0.3, 0.7),
@@ -640,7 +651,7 @@ def plan_hemorrhage(
     side = 1.0 if hem.side == "left" else -1.0
     desc = f"{hem.volume_ml:g} mL {hem.side} {hem.subtype} hemorrhage"
     if hem.subtype == "intraparenchymal":
-        scorer, hu = _plan_iph(model, hem, side, rng)
+        scorer, hu = _plan_iph(model, hem, side, grid, rng)
         return LesionPlan(label, n, scorer, hu, 2.5, desc)
     if hem.subtype in ("subdural", "epidural"):
         scorer = _plan_extra_axial(model, hem, side, rng)
@@ -653,8 +664,9 @@ def plan_hemorrhage(
     return LesionPlan(label, n, scorer, float(rng.uniform(58.0, 75.0)), 2.5, desc)
 
 
-def _plan_iph(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Generator,
-              ) -> tuple[Scorer, float]:
+def _plan_iph(
+    model: HeadModel, hem: Hemorrhage, side: float, grid: Grid, rng: np.random.Generator
+) -> tuple[Scorer, float]:
     radius = (3.0 * hem.volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     f = rng.uniform(0.8, 1.25, 3)
     f /= np.prod(f) ** (1.0 / 3.0)
@@ -675,12 +687,20 @@ def _plan_iph(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Gen
         wanted = (FRONTAL, PARIETAL, TEMPORAL, OCCIPITAL, BASAL_GANGLIA)
     center = None
     margin = 0.9 * radius + 3.0
-    for _ in range(8):
+    around = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    for attempt in range(8):
         cv, codes = model.sample_points(rng)
-        depth = -cv.e - model.an.csf_rim_mm  # type: ignore[attr-defined]
+        depth = -cv.e - model.an.csf_rim_mm
         ok = np.isin(codes, wanted) & _PARENCHYMA[cv.cls] & (side * cv.X > 6.0)
         ok &= depth > margin
         hits = np.flatnonzero(ok)
+        if hits.size and attempt < 6:
+            # Keep centres whose surroundings are in the region too, so that the lesion's
+            # centroid (which avoids ventricles and sulci) stays where it was asked.
+            p = np.column_stack((cv.X[hits], cv.Y[hits], cv.Z[hits]))
+            q = (p[:, None, :] + 0.7 * radius * around[None, :, :]).reshape(-1, 3)
+            near = model.region_codes(q[:, 0], q[:, 1], q[:, 2]).reshape(len(hits), 6)
+            hits = hits[np.isin(near, wanted).all(axis=1)]
         if hits.size:
             i = int(hits[0])
             center = (float(cv.X[i]), float(cv.Y[i]), float(cv.Z[i]))
@@ -694,7 +714,10 @@ def _plan_iph(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Gen
     k = k.astype(np.float32)
     ph = rng.uniform(0, 2 * math.pi, 2).astype(np.float32)
     inv = (1.0 / axes).astype(np.float32)
-    bound = 2.4 * float(axes.max()) + 4.0
+    half_diag = 0.5 * math.sqrt(sum(v * v for v in grid.spacing_zyx_mm))
+    reach = max(2.0 * float(axes.max()), float(axes.min()) + 2.0 * half_diag)
+    q_max = np.float32((reach / float(axes.min())) ** 2)
+    bound = reach + 2.0
 
     def scorer(cv: Canvas) -> ScorerResult | None:
         win = cv.window(c, bound)
@@ -706,7 +729,7 @@ def _plan_iph(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Gen
         lob = 1.0 + 0.16 * np.cos(k[0, 0] * dx + k[0, 1] * dy + k[0, 2] * dz + ph[0])
         lob += 0.10 * np.cos(k[1, 0] * dx + k[1, 1] * dy + k[1, 2] * dz + ph[1])
         q *= lob
-        m = _PARENCHYMA[cv.cls[win]] & (q < 4.0)
+        m = _PARENCHYMA[cv.cls[win]] & (q < q_max)
         ii, jj = np.nonzero(m)
         oi, oj = _offset(win, ii, jj)
         return oi, oj, q[m], None
@@ -714,12 +737,18 @@ def _plan_iph(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Gen
     return scorer, float(rng.uniform(60.0, 80.0))
 
 
-def _offset(win: tuple[slice, ...], ii: np.ndarray, jj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _offset(
+    win: tuple[slice, ...], ii: np.ndarray, jj: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     return ii + win[0].start, jj + win[1].start  # type: ignore[return-value]
 
 
-def _plan_extra_axial(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Generator,
-                      ) -> Scorer:
+def _plan_extra_axial(
+    model: HeadModel,
+    hem: Hemorrhage,
+    side: float,
+    rng: np.random.Generator,
+) -> Scorer:
     key = hem.region if hem.region in _CONVEXITY_DIRECTIONS else None
     if key is None:
         key = str(rng.choice(["frontal", "parietal", "convexity", "temporal"]))
@@ -738,14 +767,14 @@ def _plan_extra_axial(model: HeadModel, hem: Hemorrhage, side: float, rng: np.ra
     inv_a, inv_b = np.float32(1.0 / a), np.float32(1.0 / b)
 
     def scorer(cv: Canvas) -> ScorerResult | None:
-        e = cv.e  # type: ignore[attr-defined]
+        e = cv.e
         m = _EXTRA_AXIAL_ROOM[cv.cls] & (e > -30.0) & (side * cv.X > 1.5)
         ii, jj = np.nonzero(m)
         if not ii.size:
             return None
         X, Y, Z = cv.X[ii, jj], cv.Y[ii, jj], cv.Z[ii, jj]
-        invc = cv.invc if np.ndim(cv.invc) == 0 else cv.invc[ii, jj]  # type: ignore[attr-defined]
-        cosang = (X * inv_a * ux + Y * inv_b * uy + Z * invc * uz) / cv.rn[ii, jj]  # type: ignore[attr-defined]
+        invc = cv.invc if np.ndim(cv.invc) == 0 else cv.invc[ii, jj]
+        cosang = (X * inv_a * ux + Y * inv_b * uy + Z * invc * uz) / cv.rn[ii, jj]
         ang = (1.0 - cosang) / one_minus_cos
         depth = -e[ii, jj]
         if subdural:
@@ -766,8 +795,12 @@ _SAH_SEEDS = {
 }
 
 
-def _plan_sah(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Generator,
-              ) -> Scorer:
+def _plan_sah(
+    model: HeadModel,
+    hem: Hemorrhage,
+    side: float,
+    rng: np.random.Generator,
+) -> Scorer:
     region = hem.region or "sylvian fissure"
     if region in _SAH_SEEDS:
         x, y, z = _SAH_SEEDS[region]
@@ -778,7 +811,7 @@ def _plan_sah(model: HeadModel, hem: Hemorrhage, side: float, rng: np.random.Gen
         d[0] = side * abs(d[0])
         seed = np.asarray(model._under_table(tuple(d), model.an.csf_rim_mm + 4.0))
     seed = seed + rng.normal(scale=2.0, size=3)
-    lateral = region != "interhemispheric fissure" and region != "basal cisterns"
+    lateral = region != "interhemispheric fissure"
     k = rng.normal(size=3)
     k *= (2 * math.pi / 25.0) / np.linalg.norm(k)
     k = k.astype(np.float32)

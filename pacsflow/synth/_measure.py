@@ -33,7 +33,7 @@ def measure_voxels(grid: Grid, k: np.ndarray, i: np.ndarray, j: np.ndarray) -> M
     """Measure the voxels (k, i, j), given sorted by slice k (as np.nonzero returns them)."""
     n = int(k.size)
     if n == 0:
-        return MaskMeasurement(0, 0.0, (0.0, 0.0, 0.0), grid.index_to_lps((0, 0, 0)), 0.0, 0.0)  # type: ignore[arg-type]
+        return MaskMeasurement(0, 0.0, (0.0, 0.0, 0.0), grid.index_to_lps((0, 0, 0)), 0.0, 0.0)
     cz, cy, cx = float(k.mean()), float(i.mean()), float(j.mean())
     lps = grid.index_to_lps((cz, cy, cx))
     _, dy, dx = grid.spacing_zyx_mm

@@ -26,9 +26,7 @@ class SliceModel(Protocol):
     frame: Frame
     background_hu: float
 
-    def slice_crop_lps(
-        self, z_mm: float
-    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    def slice_crop_lps(self, z_mm: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
         """Patient (x, y) box holding everything of the slice at z but air; None if empty."""
         ...
 

@@ -91,32 +91,21 @@ class Grid:
         x0, y0, z0 = self.origin_lps_mm
         return (x0, y0, z0 + k * self.spacing_zyx_mm[0])
 
-    def index_to_lps(self, zyx: tuple[float, float, float] | np.ndarray) -> tuple[float, ...]:
+    def index_to_lps(
+        self, zyx: tuple[float, float, float] | np.ndarray
+    ) -> tuple[float, float, float]:
         k, i, j = (float(v) for v in zyx)
         dz, dy, dx = self.spacing_zyx_mm
         x0, y0, z0 = self.origin_lps_mm
         return (x0 + j * dx, y0 + i * dy, z0 + k * dz)
 
-    def lps_to_index(self, lps: tuple[float, float, float] | np.ndarray) -> tuple[float, ...]:
+    def lps_to_index(
+        self, lps: tuple[float, float, float] | np.ndarray
+    ) -> tuple[float, float, float]:
         x, y, z = (float(v) for v in lps)
         dz, dy, dx = self.spacing_zyx_mm
         x0, y0, z0 = self.origin_lps_mm
         return ((z - z0) / dz, (y - y0) / dy, (x - x0) / dx)
-
-    def index_box(
-        self, lo_lps: np.ndarray, hi_lps: np.ndarray
-    ) -> tuple[slice, slice, slice] | None:
-        """Index ranges (z, y, x) of the voxels inside an LPS box, None when it misses."""
-        lo = self.lps_to_index(lo_lps)
-        hi = self.lps_to_index(hi_lps)
-        out = []
-        for a, b, n in zip(lo, hi, self.shape_zyx, strict=True):
-            i0 = max(0, int(np.floor(min(a, b))))
-            i1 = min(n, int(np.ceil(max(a, b))) + 1)
-            if i0 >= i1:
-                return None
-            out.append(slice(i0, i1))
-        return (out[0], out[1], out[2])
 
     def with_slices(self, n_slices: int, slice_mm: float, z0_mm: float) -> Grid:
         """Same in-plane grid, other slices (e.g. the thin series of the same scan)."""

@@ -74,9 +74,8 @@ def normalise_subtype(value: str) -> str:
     v = value.strip().lower()
     v = _SUBTYPE_ALIASES.get(v, v)
     if v not in HEMORRHAGE_SUBTYPES:
-        raise InvalidInputError(
-            f"unknown hemorrhage subtype {value!r}; expected one of {', '.join(HEMORRHAGE_SUBTYPES)}"
-        )
+        expected = ", ".join(HEMORRHAGE_SUBTYPES)
+        raise InvalidInputError(f"unknown hemorrhage subtype {value!r}; expected one of {expected}")
     return v
 
 

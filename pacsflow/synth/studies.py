@@ -40,7 +40,13 @@ from pacsflow.synth.phantoms import (
     with_mean_hu,
 )
 from pacsflow.synth.specs import Hemorrhage, Nodule
-from pacsflow.synth.truth import TRUTH_FILENAME, SeriesTruth, StudyTruth, load_truth
+from pacsflow.synth.truth import (
+    TRUTH_FILENAME,
+    LesionTruth,
+    SeriesTruth,
+    StudyTruth,
+    load_truth,
+)
 from pacsflow.synth.vendors import PROFILES, VENDORS, VendorProfile, vendor_profile
 
 __all__ = [
@@ -94,8 +100,10 @@ def _context(
     model_name: str | None = None,
 ) -> StudyContext:
     p = patient if patient is not None else random_patient(rng)
-    d = study_date if study_date is not None else date(2024, 1, 1) + timedelta(
-        days=int(rng.integers(0, 700))
+    d = (
+        study_date
+        if study_date is not None
+        else date(2024, 1, 1) + timedelta(days=int(rng.integers(0, 700)))
     )
     seconds = int(rng.integers(7 * 3600, 22 * 3600))
     study_time = f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
@@ -136,7 +144,7 @@ def _truth(
     kind: str,
     out_dir: Path,
     series: list[SeriesTruth],
-    lesions: list,  # type: ignore[type-arg]
+    lesions: list[LesionTruth],
     contrast: bool = False,
     protocol: str | None = None,
     noise_hu: float | None = None,
@@ -183,7 +191,9 @@ def _truth(
     return truth
 
 
-def _dose_lines(ctx: StudyContext, series: list[SeriesTruth], length_cm: float) -> list[str]:
+def _dose_lines(
+    ctx: StudyContext, series: list[SeriesTruth], length_cm: float, phantom: str
+) -> list[str]:
     dlp = ctx.ctdi_vol * length_cm
     lines = [
         f"{ctx.vendor.dose}",
@@ -196,8 +206,7 @@ def _dose_lines(ctx: StudyContext, series: list[SeriesTruth], length_cm: float) 
         if s.role in ("thick", "thin", "axial"):
             lines.append(
                 f"{s.series_number:<7} Helical  {length_cm * 10:.0f} mm        "
-                f"{ctx.ctdi_vol:8.2f}     {dlp:9.2f}    "
-                f"{'Head 16' if ctx.body_part != 'CHEST' else 'Body 32'}"
+                f"{ctx.ctdi_vol:8.2f}     {dlp:9.2f}    {phantom}"
             )
     lines += ["", f"Total Exam DLP: {dlp:.2f} mGy-cm"]
     return lines
@@ -298,8 +307,9 @@ def write_head_ct_study(
         if thick_hu is not None:
             thick_noise = ref_noise / math.sqrt(HEAD_THICK_MM / t)
             recons.append(
-                _head_axial(prof, number, "thick", finish_hu(thick_hu), thick_grid, thick_noise,
-                            False)
+                _head_axial(
+                    prof, number, "thick", finish_hu(thick_hu), thick_grid, thick_noise, False
+                )
             )
             number += 1
         recons.append(_head_axial(prof, number, "thin", soft_ref, thin_grid, ref_noise, True))
@@ -328,7 +338,10 @@ def write_head_ct_study(
     if dose:
         series.append(
             _dicom.write_dose_screen(
-                out_dir, ctx, _dose_lines(ctx, series, coverage_mm / 10.0), size=min(matrix, 512)
+                out_dir,
+                ctx,
+                _dose_lines(ctx, series, coverage_mm / 10.0, "Head 16"),
+                size=min(matrix, 512),
             )
         )
     return _truth(
@@ -344,7 +357,12 @@ def write_head_ct_study(
 
 
 def _head_axial(
-    prof: VendorProfile, number: int, role: str, hu: np.ndarray, grid: Grid, noise: float,
+    prof: VendorProfile,
+    number: int,
+    role: str,
+    hu: np.ndarray,
+    grid: Grid,
+    noise: float,
     reference: bool,
 ) -> AxialSeries:
     th = grid.spacing_zyx_mm[0]
@@ -500,7 +518,7 @@ def write_chest_ct_study(
         length = grid.nz * grid.spacing_zyx_mm[0] / 10.0
         series.append(
             _dicom.write_dose_screen(
-                out_dir, ctx, _dose_lines(ctx, series, length), size=min(matrix, 512)
+                out_dir, ctx, _dose_lines(ctx, series, length, "Body 32"), size=min(matrix, 512)
             )
         )
     return _truth(
@@ -547,16 +565,27 @@ def write_patient_history(
     prof = _pick_vendor(vendor, rng)
     pat = patient if patient is not None else random_patient(rng)
     now = current_date or date(2025, 1, 1) + timedelta(days=int(rng.integers(0, 300)))
-    center = (float(rng.uniform(-5, 5)), float(rng.uniform(-10, 10)),
-              float(rng.uniform(-400, -100)))
+    center = (
+        float(rng.uniform(-5, 5)),
+        float(rng.uniform(-10, 10)),
+        float(rng.uniform(-400, -100)),
+    )
     grid = _chest_grid(prof, matrix, slice_mm, n_slices, 350.0, center)
     anatomy = draw_chest_anatomy(rng, grid)
     model = ChestModel(anatomy)
     placed = [
-        n if n.center_mm is not None else Nodule(
-            n.nodule_type, n.diameter_mm, None, place_nodule(model, n, grid, rng).center_lps,
-            n.solid_fraction if n.solid_fraction is not None else float(rng.uniform(0.35, 0.65))
-            if n.nodule_type == "part-solid" else None,
+        n
+        if n.center_mm is not None
+        else Nodule(
+            n.nodule_type,
+            n.diameter_mm,
+            None,
+            place_nodule(model, n, grid, rng).center_lps,
+            n.solid_fraction
+            if n.solid_fraction is not None
+            else float(rng.uniform(0.35, 0.65))
+            if n.nodule_type == "part-solid"
+            else None,
         )
         for n in nodules
     ]
@@ -564,12 +593,13 @@ def write_patient_history(
     truths: list[StudyTruth] = []
     for k in range(n_priors, -1, -1):
         days_before = k * interval_days
-        factor = 1.0 if doubling_time_days is None else 2.0 ** (
-            -days_before / doubling_time_days / 3.0
+        factor = (
+            1.0 if doubling_time_days is None else 2.0 ** (-days_before / doubling_time_days / 3.0)
         )
         at_date = [
-            Nodule(n.nodule_type, max(n.diameter_mm * factor, 1.0), None, n.center_mm,
-                   n.solid_fraction)
+            Nodule(
+                n.nodule_type, max(n.diameter_mm * factor, 1.0), None, n.center_mm, n.solid_fraction
+            )
             for n in placed
         ]
         d = now - timedelta(days=days_before)
@@ -605,23 +635,60 @@ _NON_CT_VENDORS = (
 # Relative signal of each head tissue class on T1, T2 and FLAIR images.
 _MR_SIGNAL = {
     "t1": {
-        _head.CSF: 250, _head.VENTRICLE: 240, _head.GM: 620, _head.WM: 820, _head.DEEP_GM: 650,
-        _head.CEREBELLUM: 640, _head.BRAINSTEM: 760, _head.FAT: 1100, _head.SKIN: 700,
-        _head.DIPLOE: 950, _head.ORBIT_FAT: 1100, _head.GLOBE: 200, _head.SOFT: 600,
-        _head.VENOUS: 300, _head.ARTERY: 80, _head.DURA: 300, _head.MASTOID: 60,
+        _head.CSF: 250,
+        _head.VENTRICLE: 240,
+        _head.GM: 620,
+        _head.WM: 820,
+        _head.DEEP_GM: 650,
+        _head.CEREBELLUM: 640,
+        _head.BRAINSTEM: 760,
+        _head.FAT: 1100,
+        _head.SKIN: 700,
+        _head.DIPLOE: 950,
+        _head.ORBIT_FAT: 1100,
+        _head.GLOBE: 200,
+        _head.SOFT: 600,
+        _head.VENOUS: 300,
+        _head.ARTERY: 80,
+        _head.DURA: 300,
+        _head.MASTOID: 60,
     },
     "t2": {
-        _head.CSF: 1900, _head.VENTRICLE: 1900, _head.GM: 950, _head.WM: 700,
-        _head.DEEP_GM: 880, _head.CEREBELLUM: 930, _head.BRAINSTEM: 760, _head.FAT: 800,
-        _head.SKIN: 600, _head.DIPLOE: 700, _head.ORBIT_FAT: 800, _head.GLOBE: 1900,
-        _head.SOFT: 500, _head.VENOUS: 150, _head.ARTERY: 60, _head.DURA: 200,
+        _head.CSF: 1900,
+        _head.VENTRICLE: 1900,
+        _head.GM: 950,
+        _head.WM: 700,
+        _head.DEEP_GM: 880,
+        _head.CEREBELLUM: 930,
+        _head.BRAINSTEM: 760,
+        _head.FAT: 800,
+        _head.SKIN: 600,
+        _head.DIPLOE: 700,
+        _head.ORBIT_FAT: 800,
+        _head.GLOBE: 1900,
+        _head.SOFT: 500,
+        _head.VENOUS: 150,
+        _head.ARTERY: 60,
+        _head.DURA: 200,
         _head.MASTOID: 60,
     },
     "flair": {
-        _head.CSF: 120, _head.VENTRICLE: 100, _head.GM: 900, _head.WM: 700,
-        _head.DEEP_GM: 860, _head.CEREBELLUM: 880, _head.BRAINSTEM: 760, _head.FAT: 900,
-        _head.SKIN: 600, _head.DIPLOE: 800, _head.ORBIT_FAT: 900, _head.GLOBE: 150,
-        _head.SOFT: 500, _head.VENOUS: 150, _head.ARTERY: 60, _head.DURA: 250,
+        _head.CSF: 120,
+        _head.VENTRICLE: 100,
+        _head.GM: 900,
+        _head.WM: 700,
+        _head.DEEP_GM: 860,
+        _head.CEREBELLUM: 880,
+        _head.BRAINSTEM: 760,
+        _head.FAT: 900,
+        _head.SKIN: 600,
+        _head.DIPLOE: 800,
+        _head.ORBIT_FAT: 900,
+        _head.GLOBE: 150,
+        _head.SOFT: 500,
+        _head.VENOUS: 150,
+        _head.ARTERY: 60,
+        _head.DURA: 250,
         _head.MASTOID: 60,
     },
 }
@@ -673,7 +740,10 @@ def write_non_ct_study(
 
 def _write_mr(out_dir: Path, ctx: StudyContext, st: _Streams, matrix: int) -> list[SeriesTruth]:
     grid = Grid.axial(
-        matrix=matrix, fov_mm=230.0, n_slices=24, slice_mm=6.0,
+        matrix=matrix,
+        fov_mm=230.0,
+        n_slices=24,
+        slice_mm=6.0,
         center_lps_mm=(0.0, 0.0, float(st.meta.uniform(-40, 40))),
     )
     an = _head.draw_head_anatomy(st.phantom, grid)
@@ -705,8 +775,9 @@ def _write_mr(out_dir: Path, ctx: StudyContext, st: _Streams, matrix: int) -> li
 def _write_cr(out_dir: Path, ctx: StudyContext, st: _Streams, matrix: int) -> SeriesTruth:
     from scipy.ndimage import zoom
 
-    grid = Grid.axial(matrix=160, fov_mm=400.0, n_slices=100, slice_mm=3.5,
-                      center_lps_mm=(0.0, 0.0, -150.0))
+    grid = Grid.axial(
+        matrix=160, fov_mm=400.0, n_slices=100, slice_mm=3.5, center_lps_mm=(0.0, 0.0, -150.0)
+    )
     ph = render_chest(grid, [], st.phantom)
     mu = np.clip(ph.raw + 1000.0, 0.0, None) * (0.02 / 1000.0)  # water ~0.02 / mm
     path = mu.sum(axis=1) * grid.spacing_zyx_mm[1]  # (z, x), antero-posterior line integrals

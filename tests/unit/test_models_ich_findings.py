@@ -13,7 +13,7 @@ SPACING = (5.0, 1.0, 1.0)
 
 def _head() -> Volume:
     """A 'head': an ellipse of brain (35 HU) in a 6 mm skull (1000 HU), air outside."""
-    z, y, x = np.mgrid[0:24, 0:160, 0:140].astype(np.float32)
+    _, y, x = np.mgrid[0:24, 0:160, 0:140].astype(np.float32)
     r = np.sqrt(((y - 80) / 70) ** 2 + ((x - 70) / 60) ** 2)
     hu = np.where(r < 1.0, 35.0, -1000.0).astype(np.float32)
     hu[(r >= 0.9) & (r < 1.0)] = 1000.0

@@ -1,0 +1,166 @@
+"""Per-study CPU inference time and peak RSS of the shipped models, through the real path
+(DICOM bytes -> pydicom -> load_volume -> Segmenter.probability -> findings):
+
+- head CT 512x512x36 (5 mm) and 512x512x160 (1.25 mm) with the ICH model,
+- chest CT 512x512x300 (1.25 mm) with the nodule model,
+
+each in a fresh process: "cold" is the first study (imports + weights + first run),
+"warm" the following ones. Peak RSS is the process's VmHWM. Output: JSON on stdout and
+bench/results/inference.json.
+
+    python -m bench.bench_inference [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import summary, write_result
+
+CASES: dict[str, dict[str, Any]] = {
+    "head_512x512x36_5mm": {"model": "ich", "slices": 36, "slice_mm": 5.0, "fov": 250.0},
+    "head_512x512x160_1.25mm": {"model": "ich", "slices": 160, "slice_mm": 1.25, "fov": 250.0},
+    "chest_512x512x300_1.25mm": {"model": "nodule", "slices": 300, "slice_mm": 1.25, "fov": 360.0},
+}
+
+
+def _series_bytes(case: dict[str, Any]) -> list[bytes]:
+    """A synthetic series (one lesion) encoded as DICOM files in memory."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from pacsflow.synth.phantoms import Grid, Hemorrhage, Nodule, chest_phantom, head_phantom
+
+    rng = np.random.default_rng(1)
+    grid = Grid.axial(
+        matrix=512,
+        fov_mm=case["fov"],
+        n_slices=case["slices"],
+        slice_mm=case["slice_mm"],
+        center_lps_mm=(0.0, 0.0, 0.0 if case["model"] == "ich" else -200.0),
+    )
+    if case["model"] == "ich":
+        hu = head_phantom(grid, [Hemorrhage("intraparenchymal", 12.0, "left")], rng).hu
+    else:
+        nodules = [Nodule("solid", 9.0), Nodule("ground-glass", 14.0)]
+        hu = chest_phantom(grid, nodules, rng).hu
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for k in range(hu.shape[0]):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality = "CT"
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = list(grid.slice_position(k))
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = list(grid.pixel_spacing_mm)
+        ds.SliceThickness = case["slice_mm"]
+        ds.Rows, ds.Columns = hu.shape[1:]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        ds.PixelData = np.ascontiguousarray(hu[k]).tobytes()
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+def worker(name: str, repeats: int, threads: int) -> dict[str, Any]:
+    """Runs in a fresh process: cold first study, then warm repeats."""
+    case = CASES[name]
+    blobs = _series_bytes(case)
+    started = time.perf_counter()
+    import pydicom
+    import torch
+
+    from models.catalogue import MODELS
+    from models.segmenter import Segmenter
+    from pacsflow.domain import ModelRef
+
+    if case["model"] == "ich":
+        from models.ich.analyse import analyse_series
+    else:
+        from models.nodule.analyse import analyse_series  # type: ignore[no-redef]
+    torch.set_num_threads(threads)
+    spec = MODELS[case["model"]]
+    segmenter = Segmenter.from_files(spec.weights(), spec.config())
+    ref = ModelRef(name=spec.registered_name, version="bench")
+
+    def one() -> tuple[float, int]:
+        t = time.perf_counter()
+        datasets = [pydicom.dcmread(io.BytesIO(b)) for b in blobs]
+        result, _, _ = analyse_series(datasets, segmenter, ref)
+        return time.perf_counter() - t, len(result.findings)
+
+    first, n_findings = one()
+    cold = time.perf_counter() - started
+    warm = [one()[0] for _ in range(repeats)]
+    from bench.common import peak_rss_mb
+
+    return {
+        "case": name,
+        "model": case["model"],
+        "threads": threads,
+        "cold_s": round(cold, 3),
+        "first_study_s": round(first, 3),
+        "warm": summary(warm),
+        "findings": n_findings,
+        "peak_rss_mb": round(peak_rss_mb(os.getpid()), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--case", choices=sorted(CASES), help="run one case (worker mode)")
+    args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(worker(args.case, args.repeats, args.threads)))
+        return 0
+    results = []
+    for name in CASES:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.bench_inference", "--case", name,
+             "--repeats", str(args.repeats), "--threads", str(args.threads)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    goals = {
+        "head_512x512x36_5mm": 3.0,
+        "head_512x512x160_1.25mm": 8.0,
+        "chest_512x512x300_1.25mm": 15.0,
+    }
+    for r in results:
+        r["goal_warm_s"] = goals[r["case"]]
+        r["goal_met"] = r["warm"]["median_s"] <= goals[r["case"]]
+    write_result("inference", {"cases": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

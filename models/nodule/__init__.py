@@ -1,0 +1,1 @@
+"""Lung nodule detection and measurement model for chest CT."""

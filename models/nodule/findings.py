@@ -1,0 +1,228 @@
+"""Probability map -> lung nodule findings measured on the source grid.
+
+Per nodule: the network's component is refined on the source image (half-way HU between
+the nodule and the lung around it, within a thin band around the component), then
+measured the way radiologists and Lung-RADS v2022 do: longest axial diameter and the
+perpendicular short axis on the same slice, mean diameter = (long + short) / 2, volume
+(mm3 and mL), centre in patient coordinates (LPS), and the type (solid / part-solid /
+ground-glass) from the share of solid-density voxels inside the nodule.
+
+Diameters follow one convention: centre-to-centre distance of the two farthest voxels
+plus one pixel (edge to edge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from models.volume import Volume
+from pacsflow.domain import Finding, Location
+
+SOLID_HU = -300.0  # denser than this is solid tissue (ground glass stays well below)
+LUNG_HU = -500.0  # aerated lung is below this
+SOLID_INTERIOR_SHARE = 0.6  # solid: most of the nodule's interior is solid density
+GROUND_GLASS_SOLID_SHARE = 0.02  # ground glass: (almost) no solid voxel at all
+
+
+@dataclass(frozen=True)
+class NoduleMeasurement:
+    n_voxels: int
+    volume_mm3: float
+    centre_zyx: tuple[float, float, float]
+    longest_axial_mm: float
+    short_axis_mm: float
+    solid_share: float  # share of voxels >= SOLID_HU
+    solid_interior_share: float  # same, for the voxels away from the edge
+    nodule_type: str
+
+    @property
+    def mean_diameter_mm(self) -> float:
+        return (self.longest_axial_mm + self.short_axis_mm) / 2.0
+
+
+def axial_diameters(points_mm: np.ndarray) -> tuple[float, float]:
+    """Longest in-plane distance between two points (centres) and the extent
+    perpendicular to it, both in mm."""
+    if len(points_mm) < 2:
+        return 0.0, 0.0
+    candidates = points_mm
+    if len(points_mm) > 8:
+        try:
+            candidates = points_mm[ConvexHull(points_mm).vertices]
+        except QhullError:  # collinear: the extremes along each axis suffice
+            ends = {int(points_mm[:, a].argmin()) for a in (0, 1)}
+            ends |= {int(points_mm[:, a].argmax()) for a in (0, 1)}
+            candidates = points_mm[sorted(ends)]
+    d = candidates[:, None, :] - candidates[None, :, :]
+    d2 = (d * d).sum(-1)
+    a, b = np.unravel_index(int(d2.argmax()), d2.shape)
+    long_mm = float(np.sqrt(d2[a, b]))
+    if long_mm == 0.0:
+        return 0.0, 0.0
+    u = (candidates[b] - candidates[a]) / long_mm
+    across = points_mm @ np.array([-u[1], u[0]])
+    return long_mm, float(across.max() - across.min())
+
+
+def nodule_type(solid_share: float, solid_interior_share: float) -> str:
+    if solid_interior_share >= SOLID_INTERIOR_SHARE:
+        return "solid"
+    if solid_share < GROUND_GLASS_SOLID_SHARE:
+        return "ground-glass"
+    return "part-solid"
+
+
+def measure(
+    mask: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> NoduleMeasurement:
+    """Measure one nodule mask (a crop of the source grid) and the HU under it."""
+    dz, dy, dx = spacing_zyx
+    k, i, j = np.nonzero(mask)
+    best_long, best_short = 0.0, 0.0
+    for z in np.unique(k):
+        on = k == z
+        long_mm, short_mm = axial_diameters(np.column_stack((i[on] * dy, j[on] * dx)).astype(float))
+        if long_mm > best_long:
+            best_long, best_short = long_mm, short_mm
+    px = (dy + dx) / 2.0
+    values = hu[mask]
+    solid_share = float(np.mean(values >= SOLID_HU)) if values.size else 0.0
+    interior = ndimage.binary_erosion(mask, structure=np.ones((1, 3, 3), bool))
+    inner = hu[interior] if interior.any() else values
+    solid_interior = float(np.mean(inner >= SOLID_HU)) if inner.size else 0.0
+    return NoduleMeasurement(
+        n_voxels=int(k.size),
+        volume_mm3=float(k.size * dz * dy * dx),
+        centre_zyx=(float(k.mean()), float(i.mean()), float(j.mean())),
+        longest_axial_mm=round(best_long + px, 2),
+        short_axis_mm=round(best_short + px, 2),
+        solid_share=solid_share,
+        solid_interior_share=solid_interior,
+        nodule_type=nodule_type(solid_share, solid_interior),
+    )
+
+
+def refine(
+    component: np.ndarray, hu: np.ndarray, spacing_zyx: tuple[float, float, float], band_mm: float
+) -> np.ndarray:
+    """The nodule as the image shows it: voxels denser than half-way between the nodule
+    and its surrounding lung, within `band_mm` of the network's component, connected to it.
+    Keeps the component as is when the image gives no usable contrast."""
+    reach = max(1, round(band_mm / min(spacing_zyx[1:])))
+    near = ndimage.binary_dilation(component, structure=np.ones((1, 3, 3), bool), iterations=reach)
+    shell = near & ~component
+    lung = hu[shell & (hu < LUNG_HU)]
+    inside = hu[component]
+    if lung.size < 8 or inside.size == 0:
+        return component
+    lesion_hu = float(np.percentile(inside, 75))
+    lung_hu = float(np.median(lung))
+    if lesion_hu - lung_hu < 80.0:
+        return component
+    candidate = near & (hu >= (lesion_hu + lung_hu) / 2.0)
+    labels, n = ndimage.label(candidate)
+    if n == 0:
+        return component
+    keep = np.unique(labels[component & candidate])
+    keep = keep[keep > 0]
+    refined = np.isin(labels, keep)
+    return refined if refined.any() else component
+
+
+def _lung_geometry(volume: Volume) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    """Body midline x (LPS mm), lung extent along z (index) and y (index), from a
+    subsampled lung mask (air inside the body)."""
+    step_z, step_xy = 2, 4
+    small = volume.hu[::step_z, ::step_xy, ::step_xy]
+    body = ndimage.binary_fill_holes(small > -500.0, structure=np.ones((1, 3, 3), bool))
+    lung = body & (small < LUNG_HU) if body is not None else small < LUNG_HU
+    cols = np.nonzero(body.any(axis=(0, 1)))[0] if body is not None else np.array([])
+    centre_col = (cols[0] + cols[-1]) / 2 * step_xy if cols.size else volume.hu.shape[2] / 2
+    midline = float(volume.to_lps(np.array([0.0, 0.0, centre_col]))[0])
+    zs = np.nonzero(lung.any(axis=(1, 2)))[0]
+    ys = np.nonzero(lung.any(axis=(0, 2)))[0]
+    z_range = (zs[0] * step_z, zs[-1] * step_z) if zs.size else (0.0, volume.hu.shape[0] - 1.0)
+    y_range = (ys[0] * step_xy, ys[-1] * step_xy) if ys.size else (0.0, volume.hu.shape[1] - 1.0)
+    return midline, (float(z_range[0]), float(z_range[1])), (float(y_range[0]), float(y_range[1]))
+
+
+def lobe(side: str, height: float, depth: float) -> str:
+    """Lobe estimated by position: the oblique fissure runs from high at the back to low
+    at the front, the horizontal fissure splits the right middle lobe from the upper.
+    height 0 (lung base) .. 1 (apex); depth -1 (anterior) .. 1 (posterior)."""
+    lower = height < 0.42 + 0.30 * depth
+    if side == "right":
+        if lower:
+            return "right lower lobe"
+        return "right middle lobe" if height < 0.56 else "right upper lobe"
+    return "left lower lobe" if lower else "left upper lobe"
+
+
+def findings_from_probability(
+    prob: np.ndarray,
+    volume: Volume,
+    *,
+    threshold: float = 0.5,
+    min_diameter_mm: float = 3.0,
+    band_mm: float = 1.5,
+) -> tuple[list[Finding], np.ndarray, float]:
+    """Returns (findings largest first, label map on the source grid (0 none, i finding i),
+    study probability). Components whose longest axial diameter is under min_diameter_mm
+    are noise, not findings."""
+    mask = prob >= threshold
+    labels, _ = ndimage.label(mask)
+    objects = ndimage.find_objects(labels)
+    out = np.zeros(prob.shape, dtype=np.uint8)
+    if not objects:
+        return [], out, float(min(1.0, max(0.0, float(prob.max(initial=0.0)))))
+    midline, z_range, y_range = _lung_geometry(volume)
+    margin = max(2, round(band_mm / min(volume.spacing_zyx[1:])) + 1)
+    found: list[tuple[Finding, tuple[slice, ...], np.ndarray]] = []
+    for index, box in enumerate(objects, start=1):
+        if box is None:
+            continue
+        grown = tuple(
+            slice(
+                max(0, s.start - (1 if a == 0 else margin)),
+                min(n, s.stop + (1 if a == 0 else margin)),
+            )
+            for a, (s, n) in enumerate(zip(box, prob.shape, strict=True))
+        )
+        component = labels[grown] == index
+        hu = volume.hu[grown]
+        nodule = refine(component, hu, volume.spacing_zyx, band_mm)
+        m = measure(nodule, hu, volume.spacing_zyx)
+        if m.longest_axial_mm < min_diameter_mm:
+            continue
+        centre = np.array(m.centre_zyx) + np.array([s.start for s in grown])
+        lps = volume.to_lps(centre)
+        side = "left" if lps[0] > midline else "right"
+        # Height in the lungs (0 base .. 1 apex) and depth (-1 anterior .. 1 posterior),
+        # whichever way the slices and rows of this series run.
+        up = (centre[0] - z_range[0]) / max(1.0, z_range[1] - z_range[0])
+        height = float(np.clip(up if volume.slice_dir[2] > 0 else 1.0 - up, 0.0, 1.0))
+        back = 2.0 * (centre[1] - y_range[0]) / max(1.0, y_range[1] - y_range[0]) - 1.0
+        depth = float(np.clip(back if volume.col_dir[1] > 0 else -back, -1.0, 1.0))
+        score = float(np.percentile(prob[grown][component], 95))
+        finding = Finding(
+            kind="nodule",
+            subtype=m.nodule_type,
+            probability=min(1.0, max(0.0, score)),
+            volume_ml=round(m.volume_mm3 / 1000.0, 5),
+            diameter_mm=round(m.longest_axial_mm, 2),
+            mean_diameter_mm=round(m.mean_diameter_mm, 2),
+            centroid_mm=(round(float(lps[0]), 2), round(float(lps[1]), 2), round(float(lps[2]), 2)),
+            location=Location(side=side, compartment="lung", region=lobe(side, height, depth)),
+        )
+        found.append((finding, grown, nodule))
+    found.sort(key=lambda item: -(item[0].volume_ml or 0.0))
+    for number, (_, grown, nodule) in enumerate(found[:255], start=1):
+        region = out[grown]
+        region[nodule & (region == 0)] = number
+    findings = [f for f, _, _ in found]
+    study = max((f.probability for f in findings), default=float(prob.max(initial=0.0)))
+    return findings, out, float(min(1.0, max(0.0, study)))

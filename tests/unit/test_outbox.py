@@ -1,0 +1,124 @@
+"""Outbox and dispatcher logic on a real SQLite database; Prefect replaced by a test double
+that answers like its REST client (ids, or the transient/permanent errors it raises)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
+from pacsflow.errors import InvalidInputError, PeerUnavailableError
+from pacsflow.gateway.dispatcher import Dispatcher
+from pacsflow.gateway.outbox import DEAD, DISPATCHED, PENDING, Outbox, backoff_s, idempotency_key
+
+
+class PrefectDouble:
+    """Test double of PrefectApi: scripted answers, records the runs it 'created'."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.created: list[tuple[str, str]] = []
+
+    def create_flow_run(
+        self,
+        deployment: str,
+        parameters: dict[str, Any],
+        *,
+        idempotency_key: str,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> str:
+        answer = self.answers.pop(0) if self.answers else "run-id"
+        if isinstance(answer, Exception):
+            raise answer
+        self.created.append((deployment, idempotency_key))
+        return str(answer)
+
+    def emit_event(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    return make_sessionmaker(make_engine(url))
+
+
+def _enqueue(outbox: Outbox, pathway: str = "stroke_triage", uid: str = "1.2.3") -> int:
+    row, created = outbox.enqueue(
+        source="dicom",
+        pathway=pathway,
+        study_uid=uid,
+        parameters={"study_uid": uid},
+        key=idempotency_key(pathway, uid),
+    )
+    assert created
+    return row.id
+
+
+def test_same_key_is_enqueued_once(sessions) -> None:  # type: ignore[no-untyped-def]
+    outbox = Outbox(sessions)
+    _enqueue(outbox)
+    _, created = outbox.enqueue(
+        source="webhook",
+        pathway="stroke_triage",
+        study_uid="1.2.3",
+        parameters={},
+        key=idempotency_key("stroke_triage", "1.2.3"),
+    )
+    assert not created
+    assert len(outbox.list()) == 1
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_s(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert backoff_s(30) == 300
+
+
+def test_transient_failure_retries_later_then_dispatches(sessions) -> None:  # type: ignore[no-untyped-def]
+    outbox = Outbox(sessions)
+    _enqueue(outbox)
+    prefect = PrefectDouble([PeerUnavailableError("down"), "run-1"])
+    dispatcher = Dispatcher(sessions, prefect, max_attempts=5)  # type: ignore[arg-type]
+    assert dispatcher.dispatch_due() == 0
+    row = outbox.list()[0]
+    assert row.state == PENDING and row.attempts == 1 and "down" in (row.last_error or "")
+    assert dispatcher.dispatch_due() == 0  # not due yet: back-off
+    with sessions() as s:  # make it due now
+        r = s.get(type(row), row.id)
+        r.next_attempt_at = r.created_at
+        s.commit()
+    assert dispatcher.dispatch_due() == 1
+    row = outbox.list()[0]
+    assert row.state == DISPATCHED and row.flow_run_id == "run-1"
+    assert prefect.created == [("stroke-triage/stroke-triage", "stroke_triage:1.2.3:champion")]
+
+
+def test_permanent_failure_and_unknown_pathway_go_dead_with_reason(sessions) -> None:  # type: ignore[no-untyped-def]
+    outbox = Outbox(sessions)
+    _enqueue(outbox, uid="1.1")
+    _enqueue(outbox, pathway="nodule_followup", uid="1.2")
+    prefect = PrefectDouble([InvalidInputError("bad parameters")])
+    Dispatcher(sessions, prefect).dispatch_due()  # type: ignore[arg-type]
+    rows = {r.study_uid: r for r in outbox.list()}
+    assert rows["1.1"].state == DEAD and "bad parameters" in (rows["1.1"].last_error or "")
+    assert rows["1.2"].state == DEAD and "no deployment" in (rows["1.2"].last_error or "")
+
+
+def test_gives_up_after_max_attempts(sessions) -> None:  # type: ignore[no-untyped-def]
+    outbox = Outbox(sessions)
+    _enqueue(outbox)
+    prefect = PrefectDouble([PeerUnavailableError("down")] * 3)
+    dispatcher = Dispatcher(sessions, prefect, max_attempts=3)  # type: ignore[arg-type]
+    for _ in range(3):
+        dispatcher.dispatch_due()
+        with sessions() as s:
+            from pacsflow.db.tables import OutboxEntry
+
+            for r in s.query(OutboxEntry):
+                r.next_attempt_at = r.created_at
+            s.commit()
+    assert outbox.list()[0].state == DEAD
