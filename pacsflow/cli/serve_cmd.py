@@ -24,9 +24,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--concurrency", type=int, default=2, help="flow runs at once (default 2)")
     p.set_defaults(handler=run_serve)
 
+    demo = sub.add_parser(
+        "demo",
+        help="run stroke triage end to end on a throw-away local stack (what `make demo` does)",
+        description="Starts every service on free loopback ports under var/demo, registers the "
+        "shipped models, sends three synthetic head CTs by C-STORE and prints what the pathway "
+        "wrote where, with the time from the last image received to the flag.",
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    demo.add_argument("--matrix", type=int, default=512, help="image matrix (512 = clinical)")
+    demo.set_defaults(handler=run_demo)
+
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     env = {**os.environ, **app_env(settings)}
     argv = [sys.executable, "-m", "deployments.serve", "--concurrency", str(args.concurrency)]
     os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    argv = [sys.executable, "-m", "deployments.demo", "--matrix", str(args.matrix)]
+    if args.keep:
+        argv.append("--keep")
+    os.execv(sys.executable, argv)
     return 0  # not reached

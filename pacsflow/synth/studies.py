@@ -533,6 +533,15 @@ def write_chest_ct_study(
     )
 
 
+def _fix_nodule(model: ChestModel, nod: Nodule, grid: Grid, rng: np.random.Generator) -> Nodule:
+    """The nodule with its centre (and solid share) decided once for all the studies."""
+    center = nod.center_mm or place_nodule(model, nod, grid, rng).center_lps
+    fraction = nod.solid_fraction
+    if fraction is None and nod.nodule_type == "part-solid":
+        fraction = float(rng.uniform(0.35, 0.65))
+    return Nodule(nod.nodule_type, nod.diameter_mm, None, center, fraction)
+
+
 def write_patient_history(
     out_dir: Path,
     *,
@@ -573,22 +582,7 @@ def write_patient_history(
     grid = _chest_grid(prof, matrix, slice_mm, n_slices, 350.0, center)
     anatomy = draw_chest_anatomy(rng, grid)
     model = ChestModel(anatomy)
-    placed = [
-        n
-        if n.center_mm is not None
-        else Nodule(
-            n.nodule_type,
-            n.diameter_mm,
-            None,
-            place_nodule(model, n, grid, rng).center_lps,
-            n.solid_fraction
-            if n.solid_fraction is not None
-            else float(rng.uniform(0.35, 0.65))
-            if n.nodule_type == "part-solid"
-            else None,
-        )
-        for n in nodules
-    ]
+    placed = [_fix_nodule(model, n, grid, rng) for n in nodules]
     tracking = [f"N{i + 1}" for i in range(len(placed))]
     truths: list[StudyTruth] = []
     for k in range(n_priors, -1, -1):

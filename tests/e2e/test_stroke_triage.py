@@ -16,100 +16,51 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from deployments.local_stack import LocalStack, local_stack
 from pacsflow.config import Settings
-from pacsflow.config.settings import load_settings, write_settings
-from pacsflow.db.session import make_engine, make_sessionmaker
 from pacsflow.db.tables import PathwayRun, WorklistItem, Writeback
 from pacsflow.dicom.dicomweb import Archive, OrthancExtras
 from pacsflow.dicom.sr import read_sr_summary
-from pacsflow.fhir.test_server import FhirTestServer, run_fhir_test_server
-from pacsflow.hl7.test_peer import RecordingRisPeer
 from pacsflow.orchestration.prefect_api import PrefectApi
-from pacsflow.stack import stack
 from pacsflow.synth.phantoms import Hemorrhage
 from pacsflow.synth.studies import write_head_ct_study
-from pacsflow.testing.receivers import NotificationReceiver
-from pacsflow.testing.services import isolated_settings, storescu
 
 pytestmark = [pytest.mark.slow, pytest.mark.orthanc, pytest.mark.prefect, pytest.mark.mlflow]
 
 COMPRESSED = 128  # matrix of the e2e studies: the real protocol, a smaller image
 
 
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    with local_stack(tmp_path_factory.mktemp("e2e-var"), stable_window_s=2.0) as local:
+        yield E2E(local, tmp_path_factory.mktemp("studies"))
+
+
 @dataclass
-class Stack:
-    settings: Settings
-    ris: RecordingRisPeer
-    ehr: FhirTestServer
-    pager: NotificationReceiver
+class E2E:
+    local: LocalStack
     studies: Path
 
-    def sessions(self) -> Any:
-        return make_sessionmaker(make_engine(self.settings.database_url))
+    @property
+    def settings(self) -> Settings:
+        return self.local.settings
 
     def send(self, folder: Path) -> None:
-        for port, aet in (
-            (self.settings.orthanc.dicom_port, self.settings.orthanc.aet),
-            (self.settings.gateway.dicom_port, self.settings.gateway.aet),
-        ):
-            done = storescu(self.settings, folder, port=port, called_aet=aet)
-            assert done.returncode == 0, done.stderr
+        self.local.send(folder)
 
     def outcome(self, study_uid: str, timeout_s: float = 180.0) -> PathwayRun:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.sessions()() as session:
-                row = session.scalar(select(PathwayRun).where(PathwayRun.study_uid == study_uid))
-                if row is not None:
-                    return row
-            time.sleep(0.5)
-        raise AssertionError(f"no pathway outcome for {study_uid} in {timeout_s} s")
+        found = self.local.wait_outcomes([study_uid], timeout_s)
+        assert study_uid in found, f"no pathway outcome for {study_uid} in {timeout_s} s"
+        return found[study_uid]
 
     def writebacks(self, study_uid: str) -> list[Writeback]:
-        with self.sessions()() as session:
-            return list(session.scalars(select(Writeback).where(Writeback.study_uid == study_uid)))
+        return self.local.writebacks(study_uid)
+
+    def sessions(self) -> Any:
+        return self.local.sessions
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    var = tmp_path_factory.mktemp("e2e-var")
-    with (
-        RecordingRisPeer.in_background() as ris,
-        run_fhir_test_server() as ehr,
-        NotificationReceiver() as pager,
-    ):
-        settings = isolated_settings(
-            var,
-            ris={"mllp_port": ris.port},
-            ehr={"fhir_base_url": ehr.url},
-            notify={"endpoints": [pager.url]},
-            gateway={"stable_window_s": {"default": 2.0}},
-        )
-        config = write_settings(settings, var / "pacsflow.toml")
-        mp = pytest.MonkeyPatch()
-        mp.setenv("PACSFLOW_CONFIG_FILE", str(config))
-        settings = load_settings()
-        from models.bootstrap import ensure_registered
-
-        ensure_registered(settings.mlflow_tracking_uri)
-        stack.up(settings, echo=lambda _m: None)
-        try:
-            api = PrefectApi(settings.prefect.effective_api_url)
-            deadline = time.monotonic() + 120
-            while True:  # the runner registers the deployments when it starts
-                try:
-                    api.deployment_id("stroke-triage/stroke-triage")
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline, "deployment never registered"
-                    time.sleep(1)
-            yield Stack(settings, ris, ehr, pager, tmp_path_factory.mktemp("studies"))
-        finally:
-            stack.down(settings, echo=lambda _m: None)
-            mp.undo()
-
-
-def test_hemorrhage_is_critical_with_sr_seg_oru_fhir_and_alert(e2e: Stack) -> None:
+def test_hemorrhage_is_critical_with_sr_seg_oru_fhir_and_alert(e2e: E2E) -> None:
     folder = e2e.studies / "ich"
     truth = write_head_ct_study(
         folder,
@@ -135,18 +86,18 @@ def test_hemorrhage_is_critical_with_sr_seg_oru_fhir_and_alert(e2e: Stack) -> No
     measured = summary.findings[0].volume_ml
     assert measured is not None and abs(measured - true_ml) / true_ml < 0.35
 
-    orus = e2e.ris.of_type("ORU^R01")
+    orus = e2e.local.ris.of_type("ORU^R01")
     assert len([m for m in orus if truth.accession_number in m.to_er7()]) == 1
     assert "AA" in "".join(seg.to_er7() for seg in orus[-1].all("OBX"))
     reports = [
         r
-        for r in e2e.ehr.store.search("DiagnosticReport", [])
+        for r in e2e.local.ehr.store.search("DiagnosticReport", [])
         if truth.study_uid in str(r.get("imagingStudy", "")) + str(r.get("identifier", ""))
         or truth.accession_number in str(r)
     ]
     assert len(reports) == 1
-    assert len(e2e.ehr.store.search("Flag", [])) >= 1
-    assert any(body["study_uid"] == truth.study_uid for body in e2e.pager.received)
+    assert len(e2e.local.ehr.store.search("Flag", [])) >= 1
+    assert any(body["study_uid"] == truth.study_uid for body in e2e.local.pager.received)
     assert (
         OrthancExtras(e2e.settings.orthanc).get_study_metadata(truth.study_uid, "PacsflowPriority")
         == "critical"
@@ -157,7 +108,7 @@ def test_hemorrhage_is_critical_with_sr_seg_oru_fhir_and_alert(e2e: Stack) -> No
     assert timings["received"] and timings["archive_done"] and timings["ris_done"]
 
 
-def test_normal_study_is_routine_with_a_no_finding_sr(e2e: Stack) -> None:
+def test_normal_study_is_routine_with_a_no_finding_sr(e2e: E2E) -> None:
     folder = e2e.studies / "normal"
     truth = write_head_ct_study(folder, seed=8, matrix=COMPRESSED)
     e2e.send(folder)
@@ -175,7 +126,7 @@ def test_normal_study_is_routine_with_a_no_finding_sr(e2e: Stack) -> None:
     assert summary.findings == [] and summary.finding_present is False
 
 
-def test_contrast_ct_is_not_analysed_with_the_reason(e2e: Stack) -> None:
+def test_contrast_ct_is_not_analysed_with_the_reason(e2e: E2E) -> None:
     folder = e2e.studies / "contrast"
     truth = write_head_ct_study(folder, seed=9, contrast=True, matrix=COMPRESSED)
     e2e.send(folder)
@@ -184,7 +135,7 @@ def test_contrast_ct_is_not_analysed_with_the_reason(e2e: Stack) -> None:
     assert any("contrast" in r for r in run.reasons)
 
 
-def test_rerunning_a_study_writes_nothing_twice(e2e: Stack) -> None:
+def test_rerunning_a_study_writes_nothing_twice(e2e: E2E) -> None:
     folder = e2e.studies / "rerun"
     truth = write_head_ct_study(
         folder,
@@ -195,7 +146,7 @@ def test_rerunning_a_study_writes_nothing_twice(e2e: Stack) -> None:
     e2e.send(folder)
     first = e2e.outcome(truth.study_uid)
     before = len(e2e.writebacks(truth.study_uid))
-    oru_before = len(e2e.ris.of_type("ORU^R01"))
+    oru_before = len(e2e.local.ris.of_type("ORU^R01"))
     # Run the pathway again from the Prefect side (an operator's retry) with a new key.
     api = PrefectApi(e2e.settings.prefect.effective_api_url)
     api.create_flow_run(
@@ -215,7 +166,7 @@ def test_rerunning_a_study_writes_nothing_twice(e2e: Stack) -> None:
     e2e.send(folder)  # and the study re-sent by the modality
     time.sleep(e2e.settings.gateway.stable_window_s["default"] + 3)
     assert len(e2e.writebacks(truth.study_uid)) == before
-    assert len(e2e.ris.of_type("ORU^R01")) == oru_before
+    assert len(e2e.local.ris.of_type("ORU^R01")) == oru_before
     archive = Archive(e2e.settings.orthanc)
     srs = [s for s in archive.search_series(truth.study_uid) if s["00080060"]["Value"][0] == "SR"]
     assert len(srs) == 1
