@@ -140,8 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in CASES:
         done = subprocess.run(
-            [sys.executable, "-m", "bench.bench_inference", "--case", name,
-             "--repeats", str(args.repeats), "--threads", str(args.threads)],
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_inference",
+                "--case",
+                name,
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ],
             capture_output=True,
             text=True,
             check=False,

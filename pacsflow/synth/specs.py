@@ -118,7 +118,11 @@ def normalise_lobe(value: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Hemorrhage:
-    """An acute intracranial hemorrhage of a target volume, side and region."""
+    """An acute intracranial hemorrhage of a target volume, side and region.
+
+    The rendered mask holds round(volume / voxel volume) voxels. Blood in the
+    interhemispheric fissure is a midline finding: its side only picks where it starts.
+    """
 
     subtype: str
     volume_ml: float
