@@ -126,8 +126,8 @@ def local_stack(
             for name, info in ensure_registered(settings.mlflow_tracking_uri).items():
                 who = info.approval.approved_by if info.approval else "-"
                 echo(f"  model {name}: version {info.version} is champion (approved by {who})")
-            stack.up(settings, echo=echo)
             try:
+                stack.up(settings, echo=echo)
                 _wait_for_deployment(settings, "stroke-triage/stroke-triage", 180)
                 yield LocalStack(
                     settings, ris, ehr, pager, make_sessionmaker(make_engine(settings.database_url))

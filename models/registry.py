@@ -112,7 +112,8 @@ class Registry:
 
         from models.serving import SegmenterPyfunc
 
-        experiment_id = self.experiment_id(experiment or f"pacsflow-{name}")
+        default = name if name.startswith("pacsflow-") else f"pacsflow-{name}"
+        experiment_id = self.experiment_id(experiment or default)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-register") as run:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.log_metrics(metrics)

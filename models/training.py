@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
+from scipy import ndimage
 
 from models.segmenter import (
     SegmenterConfig,
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 class Sample:
     """One training volume on the model grid."""
 
-    hu: np.ndarray  # float32 (z, y, x)
+    hu: np.ndarray  # float32 or int16 (compact pools) HU, (z, y, x)
     mask: np.ndarray  # bool (z, y, x)
 
 
@@ -69,6 +70,8 @@ class TrainingPlan:
     positive_fraction: float = 0.6  # patches centred on a lesion voxel when one exists
     hu_jitter: float = 4.0  # global HU shift per patch (scanner calibration)
     noise_jitter: float = 3.0  # extra Gaussian noise SD, drawn in [0, noise_jitter] HU
+    hard_fraction: float = 0.25  # patches centred on a false positive of the current network
+    mine_every: int = 10  # find false positives in one pool volume every n steps
     threads: int = 2
 
 
@@ -82,13 +85,17 @@ class TrainingResult:
 
 
 def _crop(
-    sample: Sample, patch: tuple[int, int, int], rng: np.random.Generator, positive: bool
+    sample: Sample,
+    patch: tuple[int, int, int],
+    rng: np.random.Generator,
+    around: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A patch of `patch` size, padded with the volume's lowest value where it is smaller."""
+    """A patch of `patch` size, centred (give or take a quarter patch) on one of the flat
+    voxel indices `around` when given, else anywhere; padded with the volume's lowest
+    value where the volume is smaller."""
     shape = sample.hu.shape
-    if positive and sample.mask.any():
-        idx = np.flatnonzero(sample.mask)
-        centre = np.unravel_index(int(idx[rng.integers(idx.size)]), shape)
+    if around is not None and around.size:
+        centre = np.unravel_index(int(around[rng.integers(around.size)]), shape)
         start = [
             int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, max(0, n - p)))
             for c, p, n in zip(centre, patch, shape, strict=True)
@@ -116,6 +123,23 @@ def _augment(
     if sd > 0.2:
         hu = hu + rng.normal(0.0, sd, hu.shape).astype(np.float32)
     return np.ascontiguousarray(hu, dtype=np.float32), np.ascontiguousarray(mask)
+
+
+@torch.no_grad()
+def _false_positives(net: torch.nn.Module, sample: Sample, config: SegmenterConfig) -> np.ndarray:
+    """Flat indices where the network, as trained so far, sees a lesion that is not
+    there (ignoring the two voxels around true lesions, where the edge is a matter of
+    partial volume)."""
+    hu = torch.from_numpy(np.asarray(sample.hu, dtype=np.float32))
+    x = window_channels(hu, config.windows)[None]
+    multiple = 2 ** len(config.strides)
+    pads = [(-n) % multiple for n in x.shape[-3:]]
+    padded = torch.nn.functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
+    z, y, xx = x.shape[-3:]
+    found = (net(padded)[0, 0, :z, :y, :xx] > 0).numpy()
+    if sample.mask.any():
+        found &= ~ndimage.binary_dilation(sample.mask, iterations=2)
+    return np.flatnonzero(found)
 
 
 def train_segmenter(
@@ -148,13 +172,31 @@ def train_segmenter(
         "%s: pool of %d volumes ready in %.1f s", name, len(pool), time.perf_counter() - started
     )
     losses: list[float] = []
+    hard: dict[int, np.ndarray] = {}  # pool index -> flat indices of false positives
     for step in range(plan.steps):
         if plan.refresh_every and step and step % plan.refresh_every == 0:
-            pool[int(rng.integers(len(pool)))] = source(rng)
+            j = int(rng.integers(len(pool)))
+            pool[j] = source(rng)
+            hard.pop(j, None)
+        if plan.hard_fraction and plan.mine_every and step >= plan.steps // 10:
+            if step % plan.mine_every == 0:
+                j = int(rng.integers(len(pool)))
+                found = _false_positives(net, pool[j], config)
+                if found.size:
+                    hard[j] = found
+                else:
+                    hard.pop(j, None)
         xs, ys = [], []
         for _ in range(plan.batch):
-            sample = pool[int(rng.integers(len(pool)))]
-            hu, mask = _crop(sample, plan.patch_zyx, rng, rng.random() < plan.positive_fraction)
+            draw = rng.random()
+            if hard and draw < plan.hard_fraction:
+                j = list(hard)[int(rng.integers(len(hard)))]
+                sample, around = pool[j], hard[j]
+            else:
+                sample = pool[int(rng.integers(len(pool)))]
+                positive = rng.random() < plan.positive_fraction and sample.mask.any()
+                around = np.flatnonzero(sample.mask) if positive else None
+            hu, mask = _crop(sample, plan.patch_zyx, rng, around)
             hu, mask = _augment(hu, mask, plan, rng)
             xs.append(window_channels(torch.from_numpy(hu), config.windows))
             ys.append(torch.from_numpy(mask)[None].float())
@@ -174,6 +216,7 @@ def train_segmenter(
     log_path = out_dir / f"{name}.train.json"
     net.eval()
     torch.save(net.state_dict(), weights)
+    log.info("%s: %d pool volumes had false positives at the end", name, len(hard))
     config_path.write_text(config.to_json() + "\n")
     seconds = time.perf_counter() - started
     log_path.write_text(

@@ -16,7 +16,7 @@ from models.segmenter import SegmenterConfig
 from models.training import TrainingPlan, train_segmenter
 
 PLAN = TrainingPlan(
-    steps=3000,
+    steps=4000,
     patch_zyx=(16, 64, 64),
     batch=6,
     learning_rate=5e-3,

@@ -72,4 +72,19 @@ def nodule_sample(
             continue
     else:
         phantom = chest_phantom(grid, [], rng, noise_hu=noise)
-    return to_model_grid(phantom.hu, phantom.labels > 0, grid.spacing_zyx_mm, config)
+    sample = to_model_grid(phantom.hu, phantom.labels > 0, grid.spacing_zyx_mm, config)
+    return compact(sample)
+
+
+def compact(sample: Sample) -> Sample:
+    """Crop to the body in-plane and keep HU as int16: a pool of chest volumes then fits
+    in a few hundred MB."""
+    body = (sample.hu > -500.0).any(axis=0)
+    rows, cols = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
+    if rows.size and cols.size:
+        box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        sample = Sample(hu=sample.hu[box], mask=sample.mask[box])
+    return Sample(
+        hu=np.ascontiguousarray(np.rint(sample.hu).astype(np.int16)),
+        mask=np.ascontiguousarray(sample.mask),
+    )

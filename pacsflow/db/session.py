@@ -19,7 +19,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            # WAL lets the gateway write while flows read; NORMAL sync is durable with WAL.
+            # WAL lets the gateway write while flows read; FULL sync: a commit survives power loss.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -38,6 +39,7 @@ class _OpenStudy:
     last_received_at: datetime
     instance_count: int = 0
     headers_by_series: dict[str, pydicom.Dataset] = field(default_factory=dict)
+    grace_s: float | None = None  # set by MPPS COMPLETED: close sooner
 
 
 class StudyAssembler:
@@ -62,32 +64,67 @@ class StudyAssembler:
     def window_for(self, modality: str) -> float:
         return float(self.stable_window_s.get(modality, self.stable_window_s.get("default", 5.0)))
 
-    def recover(self) -> int:
-        """After a restart: studies still open in the database restart their window now."""
+    def recover(self, spool_root: Path | None = None) -> int:
+        """After a restart: studies still open in the database restart their window now, and
+        studies on the spool that the database never heard of (a crash between the fsync and
+        the row) are reopened from their headers."""
+        now = time.monotonic()
         with self.sessions() as session:
-            rows = session.scalars(select(ReceivedStudy).where(ReceivedStudy.state == "open"))
-            now = time.monotonic()
-            for row in rows:
-                headers = {
-                    k: pydicom.Dataset.from_json(v)
-                    for k, v in (row.attributes or {}).get("headers", {}).items()
-                }
-                self._open[row.study_uid] = _OpenStudy(
-                    row.study_uid,
-                    row.modality or "",
-                    row.calling_aet,
-                    now,
-                    datetime.now(UTC),
-                    row.instance_count,
-                    headers,
-                )
+            rows = {r.study_uid: r for r in session.scalars(select(ReceivedStudy))}
+        for row in rows.values():
+            if row.state != "open":
+                continue
+            headers = {
+                k: pydicom.Dataset.from_json(v)
+                for k, v in (row.attributes or {}).get("headers", {}).items()
+            }
+            last = row.last_received_at or datetime.now(UTC)
+            if last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            self._open[row.study_uid] = _OpenStudy(
+                row.study_uid,
+                row.modality or "",
+                row.calling_aet,
+                now,
+                last,
+                row.instance_count,
+                headers,
+            )
+        if spool_root is not None and spool_root.is_dir():
+            for study_dir in spool_root.iterdir():
+                row = rows.get(study_dir.name)
+                known = set((row.attributes or {}).get("headers", {})) if row else set()
+                if row is not None and row.state == "closed":
+                    continue
+                for series_dir in study_dir.iterdir():
+                    if series_dir.name in known or not series_dir.is_dir():
+                        continue
+                    first = next(iter(sorted(series_dir.glob("*.dcm"))), None)
+                    if first is not None:
+                        header = pydicom.dcmread(first, stop_before_pixels=True)
+                        self.instance_received(header, None)
+                        log.warning(
+                            "recovered spooled series %s of study %s",
+                            series_dir.name,
+                            study_dir.name,
+                        )
         return len(self._open)
 
-    def instance_received(self, header: pydicom.Dataset, calling_aet: str | None) -> None:
-        """Record an instance already spooled. Header = the dataset without pixel data."""
+    def instance_received(
+        self, header: pydicom.Dataset, calling_aet: str | None, *, duplicate: bool = False
+    ) -> None:
+        """Record an instance already spooled. Header = the dataset without pixel data.
+
+        A duplicate (already on the spool) still counts as activity of an open study, and
+        reopens tracking of a study the database lost; it never reopens a closed study."""
         study_uid = str(header.StudyInstanceUID)
         series_uid = str(header.SeriesInstanceUID)
         now = datetime.now(UTC)
+        if duplicate and study_uid not in self._open:
+            with self.sessions() as session:
+                row = session.get(ReceivedStudy, study_uid)
+                if row is not None and row.state == "closed":
+                    return
         with self._lock:
             study = self._open.get(study_uid)
             new_series = study is None or series_uid not in study.headers_by_series
@@ -98,7 +135,7 @@ class StudyAssembler:
                 self._open[study_uid] = study
             study.last_received = time.monotonic()
             study.last_received_at = now
-            study.instance_count += 1
+            study.instance_count += 0 if duplicate else 1
             if new_series:
                 study.headers_by_series[series_uid] = header
         if new_series:
@@ -122,36 +159,38 @@ class StudyAssembler:
             row.state = "open"
             row.last_received_at = study.last_received_at
             row.instance_count = study.instance_count
-            row.attributes = {**(row.attributes or {}), "headers": headers}
+            stored = (row.attributes or {}).get("headers", {})
+            row.attributes = {**(row.attributes or {}), "headers": {**stored, **headers}}
             session.commit()
 
-    def due(self) -> list[str]:
+    def due(self) -> list[tuple[str, str]]:
+        """(study, why) for every open study whose window has passed."""
         now = time.monotonic()
         with self._lock:
             return [
-                uid
+                (uid, "mpps" if s.grace_s is not None else "stable-window")
                 for uid, s in self._open.items()
-                if now - s.last_received >= self.window_for(s.modality)
+                if now - s.last_received
+                >= (s.grace_s if s.grace_s is not None else self.window_for(s.modality))
             ]
 
     def close(self, study_uid: str, by: str) -> list[str]:
-        """Close a study, route it and enqueue its pathways. Returns the pathways."""
+        """Close a study, route it and enqueue its pathways. Returns the pathways.
+
+        The study leaves the open set only once the close is committed: a failure (router,
+        database busy) leaves it open, and the next tick tries again."""
         with self._lock:
-            study = self._open.pop(study_uid, None)
+            study = self._open.get(study_uid)
         with self.sessions() as session:
             row = session.get(ReceivedStudy, study_uid)
             if row is None and study is None:
                 return []
+            stored = (row.attributes or {}).get("headers", {}) if row is not None else {}
+            headers_by_series = {k: pydicom.Dataset.from_json(v) for k, v in stored.items()}
             if study is not None:
-                headers = list(study.headers_by_series.values())
-                calling = study.calling_aet
-            else:  # closing a study known only from the database (e.g. after a restart)
-                assert row is not None
-                headers = [
-                    pydicom.Dataset.from_json(v)
-                    for v in (row.attributes or {}).get("headers", {}).values()
-                ]
-                calling = row.calling_aet
+                headers_by_series.update(study.headers_by_series)
+            headers = list(headers_by_series.values())
+            calling = study.calling_aet if study is not None else row.calling_aet  # type: ignore[union-attr]
             pathways, attributes = self.router(headers, calling)
             if row is None:
                 h = headers[0]
@@ -180,10 +219,22 @@ class StudyAssembler:
                     session=session,
                 )
             session.commit()
+        with self._lock:
+            current = self._open.get(study_uid)
+            if current is study:  # nothing arrived meanwhile
+                self._open.pop(study_uid, None)
         log.info("study %s closed by %s -> %s", study_uid, by, pathways or "no pathway")
         if self.on_closed:
             self.on_closed(study_uid)
         return pathways
+
+    def expedite(self, study_uid: str, grace_s: float = 1.0) -> None:
+        """The modality said it is done (MPPS COMPLETED): close after a short grace window
+        instead of the full stable window, so instances still in flight are included."""
+        with self._lock:
+            study = self._open.get(study_uid)
+            if study is not None:
+                study.grace_s = grace_s
 
     def close_by_accession(self, accession_number: str, by: str) -> list[str]:
         with self._lock:
@@ -200,9 +251,9 @@ class StudyAssembler:
     def start(self, tick_s: float = 0.25) -> None:
         def loop() -> None:
             while not self._stop.wait(tick_s):
-                for uid in self.due():
+                for uid, why in self.due():
                     try:
-                        self.close(uid, "stable-window")
+                        self.close(uid, why)
                     except Exception:  # keep assembling other studies; retried next tick
                         log.exception("closing study %s failed", uid)
 

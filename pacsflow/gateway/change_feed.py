@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pacsflow.dicom.dicomweb import OrthancExtras
-from pacsflow.errors import TransientError
+from pacsflow.errors import PermanentError, TransientError
 from pacsflow.gateway.spool import write_durably
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,23 @@ class ChangeFeedWatcher:
         since = self.position
         page = self.orthanc.changes(since, limit=100)
         handled = 0
+        last = since
         for change in page.get("Changes", []):
             if change.get("ChangeType") == "StableStudy":
-                study_uid = self._study_uid(change)
-                if study_uid:
-                    # Handle before moving the position: a crash repeats, never skips.
-                    self.on_stable_study(study_uid)
-                    handled += 1
-        last = int(page.get("Last", since))
+                try:
+                    study_uid = self._study_uid(change)
+                    if study_uid:
+                        # Handled before the position moves: a crash repeats, never skips.
+                        self.on_stable_study(study_uid)
+                        handled += 1
+                except PermanentError as exc:  # e.g. deleted since: skip it, say why
+                    log.error("change %s skipped: %s", change.get("Seq"), exc)
+                except TransientError:
+                    if last != since:
+                        self._save(last)  # keep what was done; retry from this change
+                    raise
+            last = int(change.get("Seq", last))
+        last = max(last, int(page.get("Last", since)))
         if last != since:
             self._save(last)
         self.caught_up = bool(page.get("Done", True))

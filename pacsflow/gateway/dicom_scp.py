@@ -139,8 +139,7 @@ class StoreReceiver:
         except OSError as exc:
             log.error("spool write failed for %s: %s", sop_instance_uid, exc)
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store: {exc.strerror}")
-        if created:
-            self.assembler.instance_received(header, calling_aet)
+        self.assembler.instance_received(header, calling_aet, duplicate=not created)
         return StoreOutcome(SUCCESS, duplicate=not created)
 
     @staticmethod
@@ -208,7 +207,9 @@ class MppsTracker:
             return
         study_uid = self._study_of_step.pop(sop_instance_uid, None)
         if study_uid:
-            self.assembler.close(study_uid, "mpps")
+            # Modalities often send COMPLETED while C-STOREs are still in flight: close
+            # after a short grace window rather than at once.
+            self.assembler.expedite(study_uid)
 
 
 def build_ae(

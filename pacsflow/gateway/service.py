@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +91,7 @@ class Gateway:
 
     def start_threads(self) -> None:
         g = self.settings.gateway
-        recovered = self.assembler.recover()
+        recovered = self.assembler.recover(self.spool.root)
         if recovered:
             log.info("resuming %d open studies after restart", recovered)
         ae, handlers = build_ae(g.aet, self.receiver, self.mpps, g.allowed_aets)
@@ -111,6 +112,11 @@ class Gateway:
         if self._watcher:
             self._watcher.stop()
         if self._scp is not None:
+            # Let associations in progress finish their C-STOREs (each answered only after
+            # its fsync) before the threads that record them go away.
+            deadline = time.monotonic() + 10
+            while self._scp.ae.active_associations and time.monotonic() < deadline:
+                time.sleep(0.1)
             self._scp.shutdown()
         self.assembler.stop()
         self.dispatcher.stop()

@@ -30,12 +30,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs_durably(directory: Path) -> None:
+    """mkdir -p, fsync'ing the parent of every directory created, so a new study's folder
+    survives a crash together with the file inside it."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another thread made it; it fsyncs it
+            continue
+        _fsync_dir(folder.parent)
+
+
 def write_durably(path: Path, data: bytes) -> bool:
     """Write data at path atomically and durably. False if the path already existed."""
     parent = path.parent
     if not parent.exists():
-        parent.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(parent.parent)
+        _make_dirs_durably(parent)
     tmp = parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:

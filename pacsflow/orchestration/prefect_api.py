@@ -27,8 +27,17 @@ class PrefectApi:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise PeerUnavailableError(f"Prefect API unreachable ({self.api_url}): {exc}") from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code in (408, 429):
             raise PeerUnavailableError(f"Prefect API answered {response.status_code} on {path}")
+        return response
+
+    @staticmethod
+    def _ok(response: httpx.Response, what: str) -> httpx.Response:
+        """4xx other than the ones handled by the caller: the request itself is wrong."""
+        if response.status_code >= 400:
+            raise InvalidInputError(
+                f"Prefect refused {what}: {response.status_code} {response.text}"
+            )
         return response
 
     def healthy(self) -> bool:
@@ -48,7 +57,7 @@ class PrefectApi:
         if response.status_code == 404:
             # Not deployed yet (the runner may still be starting): worth retrying.
             raise PeerUnavailableError(f"deployment {deployment!r} is not registered yet")
-        response.raise_for_status()
+        self._ok(response, f"deployment lookup {deployment}")
         self._deployment_ids[deployment] = str(response.json()["id"])
         return self._deployment_ids[deployment]
 
@@ -99,13 +108,11 @@ class PrefectApi:
             raise InvalidInputError(f"Prefect refused event {event}: {response.text}")
 
     def flow_run(self, flow_run_id: str) -> dict[str, Any]:
-        response = self._request("GET", f"/flow_runs/{flow_run_id}")
-        response.raise_for_status()
+        response = self._ok(self._request("GET", f"/flow_runs/{flow_run_id}"), "flow run read")
         return dict(response.json())
 
     def flow_runs_of(self, deployment: str, limit: int = 200) -> list[dict[str, Any]]:
         dep_id = self.deployment_id(deployment)
         body = {"deployments": {"id": {"any_": [dep_id]}}, "limit": limit}
-        response = self._request("POST", "/flow_runs/filter", json=body)
-        response.raise_for_status()
+        response = self._ok(self._request("POST", "/flow_runs/filter", json=body), "run filter")
         return list(response.json())

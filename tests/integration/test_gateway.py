@@ -202,8 +202,7 @@ def _orm(accession: str, *, control: str, status: str = "SC", pid: str = "PAT-77
     segments = [
         f"MSH|^~\\&|RIS|HOSP|PACSFLOW|RAD|20261128093000||ORM^O01|{control}|P|2.3",
         f"PID|1||{pid}^^^HOSP^MR||Doe^Jane||19600101|F",
-        f"ORC|NW|PL-{accession}|FL-{accession}||{status}||^^^^^S||20261128093000"
-        "|||1234^House^Greg",
+        f"ORC|NW|PL-{accession}|FL-{accession}||{status}||^^^^^S||20261128093000|||1234^House^Greg",
         f"OBR|1|PL-{accession}|FL-{accession}|CTHEAD^CT head without contrast^L|||"
         f"20261128093000|||||||||1234^House^Greg||{accession}|||||||||||||"
         "^Sudden weakness left arm",
@@ -232,7 +231,9 @@ def test_hl7_orders_are_stored_bad_ones_get_ae_and_complete_order_closes_study(
         ack = send_message_sync("127.0.0.1", port, _orm("ACC-HL7-1", control="C1"), timeout_s=5)
         assert ack.code.value == "AA" and ack.acknowledged_control_id == "C1"
 
-        missing_pid = _orm("ACC-HL7-2", control="C2", pid="").replace("PID|1||^^^HOSP^MR", "PID|1||")
+        missing_pid = _orm("ACC-HL7-2", control="C2", pid="").replace(
+            "PID|1||^^^HOSP^MR", "PID|1||"
+        )
         ack = send_message_sync("127.0.0.1", port, missing_pid, timeout_s=5)
         assert ack.code.value == "AE" and "PID-3" in ack.error_location + ack.text
 
@@ -257,3 +258,73 @@ def test_hl7_orders_are_stored_bad_ones_get_ae_and_complete_order_closes_study(
         assert order is not None and order.patient_id == "PAT-77"
         assert "weakness" in (order.context.get("indication") or "")
         assert session.get(Order, "ACC-HL7-2") is None
+
+
+def test_spooled_study_unknown_to_the_database_is_recovered_at_start(
+    gateway_settings: Settings, tmp_path: Path
+) -> None:
+    """A crash between the spool fsync and the database row loses nothing."""
+    from pacsflow.db.session import make_engine, make_sessionmaker
+    from pacsflow.db.tables import ReceivedStudy
+    from pacsflow.gateway.spool import Spool
+
+    study_uid, files = write_tiny_study(tmp_path / "study", slices=2)
+    spool = Spool(gateway_settings.spool_dir, gateway_settings.quarantine_dir)
+    for f in files:  # what the SCP wrote before "crashing"
+        ds = dcmread(f)
+        spool.store(study_uid, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), f.read_bytes())
+    with running_gateway(gateway_settings):
+        sessions = make_sessionmaker(make_engine(gateway_settings.database_url))
+        row = _wait(
+            lambda: (r := sessions().get(ReceivedStudy, study_uid)) and r.state == "closed" and r,
+            what="recovered study closed",
+        )
+        assert row.closed_by == "stable-window"
+
+
+def test_mpps_completed_closes_the_study_before_the_stable_window(
+    gateway_settings: Settings, tmp_path: Path
+) -> None:
+    from pydicom import Dataset
+
+    from pacsflow.db.session import make_engine, make_sessionmaker
+    from pacsflow.db.tables import ReceivedStudy
+
+    settings = gateway_settings.model_copy(
+        update={
+            "gateway": gateway_settings.gateway.model_copy(
+                update={"stable_window_s": {"default": 300.0}}
+            )
+        }
+    )
+    study_uid, files = write_tiny_study(tmp_path / "study", slices=2)
+    with running_gateway(settings):
+        ae = AE(ae_title="MODALITY1")
+        from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+        ae.add_requested_context(ModalityPerformedProcedureStep)
+        assoc = ae.associate(
+            "127.0.0.1", settings.gateway.dicom_port, ae_title=settings.gateway.aet
+        )
+        assert assoc.is_established
+        mpps_uid = generate_uid()
+        attrs = Dataset()
+        step = Dataset()
+        step.StudyInstanceUID = study_uid
+        attrs.ScheduledStepAttributesSequence = [step]
+        attrs.PerformedProcedureStepStatus = "IN PROGRESS"
+        status, _ = assoc.send_n_create(attrs, ModalityPerformedProcedureStep, mpps_uid)
+        assert status.Status == 0
+        _send_to_gateway(settings, files)
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        status, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, mpps_uid)
+        assert status.Status == 0
+        assoc.release()
+        sessions = make_sessionmaker(make_engine(settings.database_url))
+        row = _wait(
+            lambda: (r := sessions().get(ReceivedStudy, study_uid)) and r.state == "closed" and r,
+            timeout_s=15,
+            what="study closed by MPPS",
+        )
+        assert row.closed_by == "mpps"  # after the MPPS grace window, not 300 s
