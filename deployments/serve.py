@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,12 +25,22 @@ from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.flow_engine import run_flow
-from prefect.states import Pending
+from prefect.states import Pending, Scheduled
 
 from deployments.catalog import CATALOG, DeploymentSpec
+from pacsflow.stack.process import pid_alive
 
 log = logging.getLogger("pacsflow.runner")
+HOST = socket.gethostname()
+OWNER = f"{HOST}:{os.getpid()}"
 
 
 def register(specs: list[DeploymentSpec]) -> dict[UUID, Flow[..., Any]]:
@@ -60,7 +72,33 @@ class WarmRunner:
 
     def _claim(self, client: Any, run_id: UUID) -> bool:
         result = client.set_flow_run_state(run_id, Pending(), force=False)
-        return str(result.status.value).upper() == "ACCEPT"
+        if str(result.status.value).upper() != "ACCEPT":
+            return False  # another runner claimed it first
+        # Who runs it: lets a restarted runner find runs orphaned by a dead one.
+        client.update_flow_run(run_id, infrastructure_pid=OWNER)
+        return True
+
+    def recover_orphans(self, client: Any) -> int:
+        """Runs left Pending/Running by a runner of this host that died go back to
+        Scheduled; the writeback ledger makes their re-run safe (nothing is written twice)."""
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=list(self.deployments)),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+                ),
+            ),
+            limit=200,
+        )
+        rescheduled = 0
+        for run in runs:
+            host, _, pid = (run.infrastructure_pid or "").partition(":")
+            if host != HOST or (pid.isdigit() and pid_alive(int(pid))):
+                continue
+            client.set_flow_run_state(run.id, Scheduled(), force=True)
+            log.warning("flow run %s (%s) orphaned by a dead runner: rescheduled", run.name, run.id)
+            rescheduled += 1
+        return rescheduled
 
     def poll_once(self, client: Any) -> int:
         self._running = {k: f for k, f in self._running.items() if not f.done()}
@@ -86,12 +124,16 @@ class WarmRunner:
     @staticmethod
     def _execute(flow: Flow[..., Any], run: Any) -> None:
         try:
-            run_flow(flow, flow_run=run, parameters=run.parameters, return_type="state")
-        except Exception:  # the run's state records the failure; the runner goes on
+            run_flow(flow, flow_run=run, return_type="state")
+        except BaseException:  # the run's state records the failure; the runner goes on
             log.exception("flow run %s raised", run.id)
 
     def run(self) -> None:
         with get_client(sync_client=True) as client:
+            try:
+                self.recover_orphans(client)
+            except Exception as exc:  # never block serving on the clean-up
+                log.warning("orphan recovery skipped: %s", exc)
             while not self.stop_event.is_set():
                 try:
                     self.poll_once(client)

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from pacsflow.domain import InferenceResult, ModelRef, Priority, TriageDecision
+from pacsflow.errors import NotAnalysableError
 from pacsflow.governance.audit import AuditLog
 from pacsflow.pathways.outcomes import record_outcome
 from pacsflow.pathways.report import draft_report
@@ -47,13 +48,79 @@ def stroke_triage(
     requested_by: str | None = None,
 ) -> dict[str, Any]:
     """Triage one head CT study. Parameters are identifiers and times only (no PHI)."""
-    log = get_run_logger()
     e = env()
     audit = AuditLog(e.sessions)
     timings: dict[str, Any] = {"received": received_at, "closed": closed_at, "started": _now()}
     run_id = str(flow_run.id) if flow_run.id else None
-    model: ModelRef = champion()
+    model: ModelRef | None = None
+    try:
+        model = champion()  # resolved once: one run, one model version throughout
+        return _triage(study_uid, accession_number, model, timings, run_id, audit)
+    except Exception as exc:
+        # Every study ends with an explicit outcome, a failure included.
+        record_outcome(
+            e.sessions,
+            study_uid=study_uid,
+            pathway=PATHWAY,
+            model_version=model.version if model else "",
+            outcome="failed",
+            reasons=[f"{type(exc).__name__}: {exc}"],
+            timings=timings,
+            features={},
+            score=None,
+            flow_run_id=run_id,
+        )
+        audit.append("pacsflow", "pathway.failed", study_uid, {"error": type(exc).__name__})
+        get_run_logger().error("study %s failed: %s", accession_number or study_uid, exc)
+        raise
 
+
+def _analyse(
+    study_uid: str,
+    series_uid: str | None,
+    model: ModelRef,
+    timings: dict[str, Any],
+    audit: AuditLog,
+) -> tuple[InferenceResult | None, TriageDecision]:
+    """Validate, infer and decide; anything the model may not read is NOT_ANALYSED."""
+    if series_uid is None:
+        return None, TriageDecision(
+            priority=Priority.NOT_ANALYSED, reasons=["no axial non-contrast CT series"]
+        )
+    check = validate_series(study_uid, series_uid)
+    if not check.passed:
+        return None, TriageDecision(priority=Priority.NOT_ANALYSED, reasons=check.reasons)
+    inferred = infer_ich(study_uid, series_uid, model, return_state=True)
+    if not inferred.is_completed():
+        error = inferred.result(raise_on_failure=False)
+        if isinstance(error, NotAnalysableError):  # e.g. gantry tilt, missing slices
+            return None, TriageDecision(priority=Priority.NOT_ANALYSED, reasons=error.reasons)
+        inferred.result()  # a real failure: raise it
+    result: InferenceResult = inferred.result()
+    timings["inferred"] = _now()
+    audit.append(
+        "model:" + model.name,
+        "inference",
+        study_uid,
+        {
+            "version": model.version,
+            "probability": result.study_probability,
+            "findings": len(result.findings),
+        },
+    )
+    return result, decide(result, env().settings.triage)
+
+
+def _triage(
+    study_uid: str,
+    accession_number: str | None,
+    model: ModelRef,
+    timings: dict[str, Any],
+    run_id: str | None,
+    audit: AuditLog,
+) -> dict[str, Any]:
+    log = get_run_logger()
+    e = env()
     ctx = study_context(study_uid, accession_number)
     selection = choose_series(study_uid, 5.0)
     audit.append(
@@ -62,28 +129,9 @@ def stroke_triage(
         study_uid,
         {"accession": ctx.accession_number, "flow_run": run_id},
     )
-    result: InferenceResult | None = None
-    decision: TriageDecision
-    if selection.series_uid is None:
-        decision = TriageDecision(priority=Priority.NOT_ANALYSED, reasons=selection.reasons)
-    else:
-        check = validate_series(study_uid, selection.series_uid)
-        if not check.passed:
-            decision = TriageDecision(priority=Priority.NOT_ANALYSED, reasons=check.reasons)
-        else:
-            result = infer_ich(study_uid, selection.series_uid)
-            timings["inferred"] = _now()
-            audit.append(
-                "model:" + model.name,
-                "inference",
-                study_uid,
-                {
-                    "version": model.version,
-                    "probability": result.study_probability,
-                    "findings": len(result.findings),
-                },
-            )
-            decision = decide(result, e.settings.triage)
+    result, decision = _analyse(study_uid, selection.series_uid, model, timings, audit)
+    if decision.priority == Priority.NOT_ANALYSED and selection.series_uid is None:
+        decision = TriageDecision(priority=decision.priority, reasons=selection.reasons)
     log.info(
         "study %s: %s (%s)",
         ctx.accession_number or study_uid,
@@ -99,7 +147,8 @@ def stroke_triage(
         patient_id=ctx.patient_id,
     )
     report = draft_report(result, decision)
-    summary = report.splitlines()[1] if len(report.splitlines()) > 1 else report
+    lines = report.splitlines()
+    summary = lines[1] if len(lines) > 1 else report
     futures = {
         "worklist": writeback.update_worklist.submit(
             ids, result, decision, model, summary, ctx.order
@@ -114,11 +163,12 @@ def stroke_triage(
     failures: list[str] = []
     for name, future in futures.items():
         future.wait()
-        if future.state.is_completed():
+        state = future.state
+        if state.is_completed():
             written[name] = future.result()
-            timings[f"{name}_done"] = _now()
+            timings[f"{name}_done"] = state.timestamp.isoformat()  # when it really finished
         else:
-            failures.append(f"{name}: {future.state.message}")
+            failures.append(f"{name}: {state.message}")
     outcome = decision.priority.value if not failures else "failed"
     record_outcome(
         e.sessions,

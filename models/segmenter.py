@@ -25,6 +25,9 @@ class SegmenterConfig:
     channels: tuple[int, ...] = (8, 16, 32, 64)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 1
+    # "batch" for networks trained on patches and run on whole volumes: instance norm
+    # would normalise a 64x64 patch and a whole head with different statistics.
+    norm: str = "instance"
     threshold: float = 0.5
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -49,6 +52,7 @@ def build_network(config: SegmenterConfig) -> torch.nn.Module:
         channels=config.channels,
         strides=config.strides,
         num_res_units=config.num_res_units,
+        norm=config.norm,
     )
 
 

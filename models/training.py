@@ -136,7 +136,9 @@ def _false_positives(net: torch.nn.Module, sample: Sample, config: SegmenterConf
     pads = [(-n) % multiple for n in x.shape[-3:]]
     padded = torch.nn.functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
     z, y, xx = x.shape[-3:]
+    net.eval()  # running statistics, as at inference; and leave them untouched
     found = (net(padded)[0, 0, :z, :y, :xx] > 0).numpy()
+    net.train()
     if sample.mask.any():
         found &= ~ndimage.binary_dilation(sample.mask, iterations=2)
     return np.flatnonzero(found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from pacsflow.config import load_settings
@@ -12,12 +13,20 @@ from pacsflow.pathways.sources import StudySource
 from pacsflow.writeback.ledger import Ledger
 from pacsflow.writeback.writers import PathwayEnv
 
+_env_lock = threading.Lock()
+
 
 @functools.cache
-def env() -> PathwayEnv:
+def _build_env() -> PathwayEnv:
     settings = load_settings()
     sessions = make_sessionmaker(make_engine(settings.database_url))
     return PathwayEnv(settings, sessions, StudySource(settings, sessions), Ledger(sessions))
+
+
+def env() -> PathwayEnv:
+    """The worker's environment, built once (thread-safe: the warm-up and runs share it)."""
+    with _env_lock:
+        return _build_env()
 
 
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:

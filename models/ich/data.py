@@ -27,6 +27,7 @@ CONFIG = SegmenterConfig(
     channels=(8, 16, 32, 64),
     strides=(2, 2, 2),
     num_res_units=1,
+    norm="batch",
     threshold=0.5,
     extra={"min_volume_ml": 0.1},
 )

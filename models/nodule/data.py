@@ -25,6 +25,7 @@ CONFIG = SegmenterConfig(
     channels=(8, 16, 32, 64),
     strides=(2, 2, 2),
     num_res_units=1,
+    norm="batch",
     threshold=0.5,
     extra={"min_diameter_mm": 3.0, "refine_band_mm": 1.5},
 )

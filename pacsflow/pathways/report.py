@@ -19,8 +19,9 @@ def draft_report(result: InferenceResult | None, decision: TriageDecision) -> st
         lines.append("No intracranial hemorrhage detected by the algorithm.")
     for i, f in enumerate(result.findings, start=1):
         kind = f"{f.subtype} {f.kind}" if f.subtype else f.kind
+        volume = f"{f.volume_ml:.1f} mL" if f.volume_ml is not None else "volume not measured"
         lines.append(
-            f"Finding {i}: suspected {kind}, {f.volume_ml:.1f} mL, "
+            f"Finding {i}: suspected {kind}, {volume}, "
             f"{_where(f.location.side, f.location.compartment)} (p={f.probability:.2f})."
         )
     lines.append(f"Triage: {decision.priority.value.upper()} - " + "; ".join(decision.reasons))

@@ -46,9 +46,7 @@ def case_view(
     shown["decisions"] = [decision_view(d) for d in case.decisions]
     shown["key_image_url"] = key_image_url if visibility is Visibility.FULL else None
     shown["priors"] = [worklist_row(p, visibility) for p in priors]
-    shown["timeline"] = [
-        {**t, "finished_at": t["finished_at"].isoformat()} for t in timeline
-    ]
+    shown["timeline"] = [{**t, "finished_at": t["finished_at"].isoformat()} for t in timeline]
     return shown
 
 

@@ -3,6 +3,7 @@ TransientError (retry) or PermanentError (record and stop)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,8 +59,6 @@ class StudyIds:
 
 def _control_id(key: str) -> str:
     """A deterministic MSH-10 per output, so a receiver can spot a resend (max 20 chars)."""
-    import hashlib
-
     return hashlib.sha1(key.encode()).hexdigest()[:20].upper()
 
 
@@ -71,39 +70,42 @@ def store_sr_and_seg(
     decision: TriageDecision,
     model: ModelRef,
 ) -> dict[str, str]:
-    key = writeback_key("archive-sr", ids.study_uid, model)
-    done = env.ledger.delivered(key)
-    if done is not None:
-        return done
     if ids.series_uid is None:
         raise InvalidInputError("no series to reference in the SR")
-    sources, _ = env.source.series_datasets(ids.study_uid, ids.series_uid)
-    seg = None
-    if result is not None and result.findings:
-        labels = np.load(env.results_dir(ids.study_uid, model) / "labels.npz")
-        order = [str(u) for u in labels["sop_uids"]]
-        by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
-        sources = [by_uid[u] for u in order]
-        seg = build_seg(sources, labels["labels"], result.findings, model)
-    sr = build_sr(
-        sources,
-        result.findings if result else [],
-        model,
-        seg=seg,
-        study_probability=result.study_probability if result else None,
-        priority=decision.priority,
-        not_analysed_reasons=decision.reasons
-        if decision.priority == Priority.NOT_ANALYSED
-        else None,
-        finding_kind="hemorrhage",
-    )
-    objects: list[pydicom.Dataset] = [sr] if seg is None else [seg, sr]
-    env.source.archive.store(objects)
-    detail = {"sr_uid": str(sr.SOPInstanceUID)}
-    if seg is not None:
-        detail["seg_uid"] = str(seg.SOPInstanceUID)
-    env.ledger.record(key, ids.study_uid, "archive", detail)
-    return detail
+    series_uid = ids.series_uid
+
+    def send() -> dict[str, str]:
+        sources, _ = env.source.series_datasets(ids.study_uid, series_uid)
+        seg = None
+        if result is not None and result.findings:
+            labels = np.load(env.results_dir(ids.study_uid, model) / "labels.npz")
+            by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+            sources = [by_uid[str(u)] for u in labels["sop_uids"]]
+            seg = build_seg(sources, labels["labels"], result.findings, model)
+        sr = build_sr(
+            sources,
+            result.findings if result else [],
+            model,
+            seg=seg,
+            study_probability=result.study_probability if result else None,
+            priority=decision.priority,
+            not_analysed_reasons=(
+                decision.reasons if decision.priority == Priority.NOT_ANALYSED else None
+            ),
+            finding_kind="hemorrhage",
+        )
+        objects: list[pydicom.Dataset] = [sr] if seg is None else [seg, sr]
+        # UIDs are derived from (study, model, version): an earlier attempt that stored them
+        # before dying is recognised here instead of storing a second copy.
+        if not env.source.archive.instance_exists(ids.study_uid, str(sr.SOPInstanceUID)):
+            env.source.archive.store(objects)
+        detail = {"sr_uid": str(sr.SOPInstanceUID)}
+        if seg is not None:
+            detail["seg_uid"] = str(seg.SOPInstanceUID)
+        return detail
+
+    key = writeback_key("archive-sr", ids.study_uid, model)
+    return env.ledger.deliver_once(key, ids.study_uid, "archive", send)
 
 
 # --- RIS: ORU^R01 ---------------------------------------------------------------------------
@@ -145,10 +147,7 @@ def send_oru(
     if ris.mllp_port is None:
         return {"skipped": "no RIS configured"}
     key = writeback_key("ris-oru", ids.study_uid, model)
-    done = env.ledger.delivered(key)
-    if done is not None:
-        return done
-    control_id = _control_id(key)
+    control_id = _control_id(key)  # the same MSH-10 on a resend: the RIS can spot it
     message = build_oru_r01(
         order=order,
         study_uid=ids.study_uid,
@@ -161,14 +160,16 @@ def send_oru(
         sending_facility=ris.sending_facility,
         receiving_application=ris.receiving_application,
     )
-    ack = send_message_sync(ris.mllp_host, ris.mllp_port, message, timeout_s=ris.timeout_s)
-    if ack.retryable:
-        raise PeerUnavailableError(f"RIS answered AE to the ORU: {ack.text}")
-    if ack.rejected:
-        raise InvalidInputError(f"RIS rejected the ORU (AR): {ack.text}")
-    detail = {"control_id": control_id, "ack": ack.code.value}
-    env.ledger.record(key, ids.study_uid, "ris", detail)
-    return detail
+
+    def send() -> dict[str, str]:
+        ack = send_message_sync(ris.mllp_host, ris.mllp_port, message, timeout_s=ris.timeout_s)
+        if ack.retryable:
+            raise PeerUnavailableError(f"RIS answered AE to the ORU: {ack.text}")
+        if ack.rejected:
+            raise InvalidInputError(f"RIS rejected the ORU (AR): {ack.text}")
+        return {"control_id": control_id, "ack": ack.code.value}
+
+    return env.ledger.deliver_once(key, ids.study_uid, "ris", send)
 
 
 # --- worklist: pacsflow table, archive metadata, RIS priority update ------------------------
@@ -201,21 +202,26 @@ def update_worklist(
     ris = env.settings.ris
     if ris.mllp_port is not None and decision.priority in (Priority.CRITICAL, Priority.URGENT):
         key = writeback_key("ris-priority", ids.study_uid, model)
-        if env.ledger.delivered(key) is None:
-            control_id = _control_id(key)
-            message = build_priority_update(
-                accession_number=ids.accession_number,
-                patient_id=ids.patient_id,
-                priority=decision.priority,
-                control_id=control_id,
-                sending_facility=ris.sending_facility,
-                receiving_application=ris.receiving_application,
-                order=order,
-            )
+        control_id = _control_id(key)
+        message = build_priority_update(
+            accession_number=ids.accession_number,
+            patient_id=ids.patient_id,
+            priority=decision.priority,
+            control_id=control_id,
+            sending_facility=ris.sending_facility,
+            receiving_application=ris.receiving_application,
+            order=order,
+        )
+
+        def send() -> dict[str, str]:
             ack = send_message_sync(ris.mllp_host, ris.mllp_port, message, timeout_s=ris.timeout_s)
+            if ack.rejected:
+                raise InvalidInputError(f"RIS rejected the priority update: {ack.text}")
             if not ack.accepted:
                 raise PeerUnavailableError(f"RIS did not accept the priority update: {ack.text}")
-            env.ledger.record(key, ids.study_uid, "ris-priority", {"control_id": control_id})
+            return {"control_id": control_id}
+
+        env.ledger.deliver_once(key, ids.study_uid, "ris-priority", send)
         detail["ris_priority"] = "sent"
     return detail
 
@@ -226,10 +232,7 @@ def notify_critical(
 ) -> dict[str, str]:
     if decision.priority != Priority.CRITICAL or not env.settings.notify.endpoints:
         return {"skipped": "not critical" if env.settings.notify.endpoints else "no endpoint"}
-    key = writeback_key("notify", ids.study_uid, model)
-    done = env.ledger.delivered(key)
-    if done is not None:
-        return done
+    base_key = writeback_key("notify", ids.study_uid, model)
     body = {
         "event": "critical_finding",
         "study_uid": ids.study_uid,
@@ -238,20 +241,30 @@ def notify_critical(
         "summary": summary,
         "link": f"{env.settings.notify.case_link_base}/{ids.study_uid}",
         "algorithm": f"{model.name} {model.version}",
-        "idempotency_key": key,
+        "idempotency_key": base_key,
     }
     for url in env.settings.notify.endpoints:
-        try:
-            response = httpx.post(url, json=body, timeout=10, headers={"Idempotency-Key": key})
-        except httpx.HTTPError as exc:
-            raise PeerUnavailableError(f"notification endpoint {url} unreachable: {exc}") from exc
-        if response.status_code >= 500:
-            raise PeerUnavailableError(f"notification endpoint {url}: {response.status_code}")
-        if response.status_code >= 400:
-            raise InvalidInputError(f"notification endpoint {url} refused: {response.status_code}")
-    detail = {"endpoints": str(len(env.settings.notify.endpoints))}
-    env.ledger.record(key, ids.study_uid, "notify", detail)
-    return detail
+        # One ledger entry per endpoint: a retry after endpoint 2 failed does not page
+        # endpoint 1 again.
+        key = f"{base_key}:{hashlib.sha1(url.encode()).hexdigest()[:12]}"
+
+        def send(url: str = url) -> dict[str, str]:
+            try:
+                response = httpx.post(
+                    url, json=body, timeout=10, headers={"Idempotency-Key": base_key}
+                )
+            except httpx.HTTPError as exc:
+                raise PeerUnavailableError(f"notification endpoint {url}: {exc}") from exc
+            if response.status_code >= 500 or response.status_code == 429:
+                raise PeerUnavailableError(f"notification endpoint {url}: {response.status_code}")
+            if response.status_code >= 400:
+                raise InvalidInputError(
+                    f"notification endpoint {url} refused: {response.status_code}"
+                )
+            return {"endpoint": url, "status": str(response.status_code)}
+
+        env.ledger.deliver_once(key, ids.study_uid, "notify", send)
+    return {"endpoints": str(len(env.settings.notify.endpoints))}
 
 
 # --- EHR: FHIR R4 ---------------------------------------------------------------------------
@@ -267,9 +280,6 @@ def send_fhir(
     if not base:
         return {"skipped": "no EHR configured"}
     key = writeback_key("ehr-fhir", ids.study_uid, model)
-    done = env.ledger.delivered(key)
-    if done is not None:
-        return done
     bundle = build_result_bundle(
         study_uid=ids.study_uid,
         accession_number=ids.accession_number,
@@ -281,7 +291,9 @@ def send_fhir(
         issued=datetime.now(UTC),
         finding_kind="hemorrhage",
     )
-    post_bundle(base, bundle, timeout_s=env.settings.ehr.timeout_s)  # conditional creates
-    detail = {"resources": str(len(bundle.get("entry", [])))}
-    env.ledger.record(key, ids.study_uid, "ehr", detail)
-    return detail
+
+    def send() -> dict[str, str]:
+        post_bundle(base, bundle, timeout_s=env.settings.ehr.timeout_s)  # conditional creates
+        return {"resources": str(len(bundle.get("entry", [])))}
+
+    return env.ledger.deliver_once(key, ids.study_uid, "ehr", send)
