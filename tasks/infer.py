@@ -16,15 +16,14 @@ ICH_MODEL = "pacsflow-ich"
 @task(
     name="infer-ich", retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=transient_only
 )
-def infer_ich(study_uid: str, series_uid: str) -> InferenceResult:
+def infer_ich(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResult:
+    """Run the given model version (the champion resolved once at the start of the run,
+    so a promotion during the run cannot mix versions in one result)."""
     from models.ich.analyse import analyse_series
-    from models.registry import load_by_alias
+    from models.registry import load_version
 
     e = env()
-    segmenter, info = load_by_alias(e.settings.mlflow_tracking_uri, ICH_MODEL)
-    model = ModelRef(
-        name=info.name, version=info.version, run_id=info.run_id, approved=info.approved
-    )
+    segmenter = load_version(e.settings.mlflow_tracking_uri, model.name, model.version)
     started = time.perf_counter()
     datasets, _origin = e.source.series_datasets(study_uid, series_uid)
     result, labels, volume = analyse_series(datasets, segmenter, model)

@@ -30,6 +30,7 @@ def worklist_row(case: CaseRecord, visibility: Visibility) -> dict[str, Any]:
     """A worklist line: priority and summary at every level, never findings."""
     row = _base(case, Visibility.ALERT if visibility is not Visibility.NONE else visibility)
     row["visibility"] = visibility.value
+    row.pop("overlay", None)
     return row
 
 

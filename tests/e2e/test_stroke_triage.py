@@ -27,7 +27,7 @@ from pacsflow.synth.studies import write_head_ct_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.orthanc, pytest.mark.prefect, pytest.mark.mlflow]
 
-COMPRESSED = 128  # matrix of the e2e studies: the real protocol, a smaller image
+COMPRESSED = 256  # matrix of the e2e studies: the clinical protocol on a smaller image
 
 
 @pytest.fixture(scope="module")
