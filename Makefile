@@ -8,7 +8,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
-APT_PACKAGES := orthanc orthanc-dicomweb dcmtk
+APT_PACKAGES := orthanc orthanc-dicomweb dcmtk chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -22,7 +22,7 @@ bootstrap: system-packages venv
 
 system-packages:
 	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null \
-	    || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+	    || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \

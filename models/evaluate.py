@@ -17,8 +17,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -331,6 +331,35 @@ def _strata(rows: list[dict[str, Any]], key: str, score: Callable[..., dict[str,
 # ---- driver -----------------------------------------------------------------------------------
 
 
+def run_cases(
+    kind: str,
+    segmenter: Segmenter,
+    cases: list[Case],
+    *,
+    matrix: int,
+    work_dir: Path | None = None,
+) -> Iterator[tuple[Case, StudyTruth, InferenceResult]]:
+    """Write each case as DICOM, read its series back and analyse it; one study on disk
+    at a time."""
+    spec = MODELS[kind]
+    model = ModelRef(name=spec.registered_name, version="candidate", approved=False)
+    analyse = _analyser(kind)
+    roles = ("thick", "thin") if kind == "ich" else ("axial",)
+    tmp = Path(tempfile.mkdtemp(prefix=f"eval-{kind}-", dir=work_dir))
+    try:
+        for i, case in enumerate(cases):
+            study_dir = tmp / f"{case.seed}"
+            truth = _write(case, kind, study_dir, matrix)
+            datasets = read_series(study_dir, truth, roles)
+            result, _, _ = analyse(datasets, segmenter, model)
+            shutil.rmtree(study_dir, ignore_errors=True)
+            if (i + 1) % 10 == 0:
+                log.info("%s: %d/%d studies analysed", kind, i + 1, len(cases))
+            yield case, truth, result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def evaluate(
     kind: str,
     *,
@@ -345,26 +374,15 @@ def evaluate(
     report (metrics, goals, strata, one row per study) is written to `out` when given."""
     spec = MODELS[kind]
     segmenter = Segmenter.from_files(spec.weights(weights_dir), spec.config(weights_dir))
-    model = ModelRef(name=spec.registered_name, version="candidate", approved=False)
     cases = ich_cases(n_studies, seed) if kind == "ich" else nodule_cases(n_studies, seed)
-    analyse = _analyser(kind)
-    roles = ("thick", "thin") if kind == "ich" else ("axial",)
-    rows: list[dict[str, Any]] = []
+    to_row = ich_row if kind == "ich" else nodule_row
     started = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f"eval-{kind}-", dir=work_dir))
-    try:
-        for i, case in enumerate(cases):
-            study_dir = tmp / f"{case.seed}"
-            truth = _write(case, kind, study_dir, matrix)
-            datasets = read_series(study_dir, truth, roles)
-            result, _, _ = analyse(datasets, segmenter, model)
-            row = (ich_row if kind == "ich" else nodule_row)(case, truth, result)
-            rows.append(row)
-            shutil.rmtree(study_dir, ignore_errors=True)
-            if (i + 1) % 10 == 0:
-                log.info("%s: %d/%d studies evaluated", kind, i + 1, len(cases))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    rows = [
+        to_row(case, truth, result)
+        for case, truth, result in run_cases(
+            kind, segmenter, cases, matrix=matrix, work_dir=work_dir
+        )
+    ]
     score = score_ich if kind == "ich" else score_nodule
     metrics = score(rows)
     strata_keys = (
@@ -378,6 +396,7 @@ def evaluate(
         "seed": seed,
         "n_studies": len(rows),
         "matrix": matrix,
+        "operating_point": dict(segmenter.config.extra, threshold=segmenter.config.threshold),
         "description": (
             f"{len(rows)} held-out synthetic studies (seeds {seed}..{seed + len(rows) - 1}), "
             f"written as DICOM by pacsflow.synth.studies at a {matrix}x{matrix} matrix with "
@@ -409,6 +428,120 @@ def _nodule_type_strata(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# ---- operating point, chosen on a validation split ---------------------------------------------
+
+VALIDATION_SEED = 20_000
+MIN_VOLUMES_ML = (0.05, 0.1, 0.2, 0.3, 0.5)
+MIN_DIAMETERS_MM = (3.0, 4.0, 5.0)
+MIN_PROBABILITIES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def _ich_choice(studies: list[tuple[bool, list[Finding]]]) -> dict[str, Any]:
+    """The (min volume, min probability) that maximises the worse of sensitivity and
+    specificity, then their sum, then prefers the most permissive setting."""
+    best: tuple[tuple[float, float, float, float], dict[str, Any]] | None = None
+    for min_ml in MIN_VOLUMES_ML:
+        for min_p in MIN_PROBABILITIES:
+            calls = [
+                (pos, any((f.volume_ml or 0) >= min_ml and f.probability >= min_p for f in fs))
+                for pos, fs in studies
+            ]
+            n_pos = sum(pos for pos, _ in calls) or 1
+            n_neg = sum(not pos for pos, _ in calls) or 1
+            sens = sum(pos and call for pos, call in calls) / n_pos
+            spec = sum(not pos and not call for pos, call in calls) / n_neg
+            key = (min(sens, spec), sens + spec, -min_ml, -min_p)
+            if best is None or key > best[0]:
+                best = (
+                    key,
+                    {
+                        "min_volume_ml": min_ml,
+                        "min_probability": min_p,
+                        "sensitivity": round(sens, 4),
+                        "specificity": round(spec, 4),
+                    },
+                )
+    assert best is not None
+    return best[1]
+
+
+def _nodule_choice(studies: list[tuple[list[LesionTruth], list[Finding]]]) -> dict[str, Any]:
+    """The (min diameter, min probability) that maximises sensitivity for nodules of
+    6 mm or more minus 0.1 per false positive per scan."""
+    best: tuple[tuple[float, float, float], dict[str, Any]] | None = None
+    for min_d in MIN_DIAMETERS_MM:
+        for min_p in MIN_PROBABILITIES:
+            hits = big = fps = 0
+            for lesions, findings in studies:
+                kept = [
+                    f for f in findings if (f.diameter_mm or 0) >= min_d and f.probability >= min_p
+                ]
+                matched = match_nodules(lesions, kept)
+                big += sum(les.mean_diameter_mm >= 6.0 for les, _ in matched)
+                hits += sum(les.mean_diameter_mm >= 6.0 and f is not None for les, f in matched)
+                fps += len(kept) - sum(f is not None for _, f in matched)
+            sens = hits / (big or 1)
+            fp_rate = fps / max(1, len(studies))
+            key = (sens - 0.1 * fp_rate, -min_d, -min_p)
+            if best is None or key > best[0]:
+                best = (
+                    key,
+                    {
+                        "min_diameter_mm": min_d,
+                        "min_probability": min_p,
+                        "sensitivity_ge_6mm": round(sens, 4),
+                        "false_positives_per_scan": round(fp_rate, 4),
+                    },
+                )
+    assert best is not None
+    return best[1]
+
+
+def calibrate(
+    kind: str,
+    *,
+    weights_dir: Path = WEIGHTS_DIR,
+    n_studies: int = 60,
+    seed: int = VALIDATION_SEED,
+    matrix: int = 256,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Choose the post-processing operating point on validation studies (a seed range
+    apart from training and from the held-out evaluation) and store it in the config
+    beside the weights; the choice and its grid are written to <key>.calibration.json."""
+    spec = MODELS[kind]
+    config_path = spec.config(weights_dir)
+    segmenter = Segmenter.from_files(spec.weights(weights_dir), config_path)
+    open_extra = dict(segmenter.config.extra)
+    if kind == "ich":
+        open_extra.update(min_volume_ml=0.0, min_probability=0.0)
+        cases = ich_cases(n_studies, seed)
+    else:
+        open_extra.update(min_diameter_mm=0.0, min_probability=0.0)
+        cases = nodule_cases(n_studies, seed)
+    permissive = Segmenter(replace(segmenter.config, extra=open_extra), segmenter.network)
+    collected = list(run_cases(kind, permissive, cases, matrix=matrix, work_dir=work_dir))
+    if kind == "ich":
+        choice = _ich_choice([(bool(t.lesions), r.findings) for _, t, r in collected])
+        chosen = {"min_volume_ml": choice["min_volume_ml"]}
+    else:
+        choice = _nodule_choice([(list(t.lesions), r.findings) for _, t, r in collected])
+        chosen = {"min_diameter_mm": choice["min_diameter_mm"]}
+    chosen["min_probability"] = choice["min_probability"]
+    config = replace(segmenter.config, extra=dict(segmenter.config.extra, **chosen))
+    config_path.write_text(config.to_json() + "\n")
+    record = {
+        "model": kind,
+        "seed": seed,
+        "n_studies": len(collected),
+        "matrix": matrix,
+        "chosen": choice,
+        "weights_sha256": sha256(spec.weights(weights_dir)),
+    }
+    (weights_dir / f"{kind}.calibration.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=sorted(MODELS))
@@ -417,8 +550,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--matrix", type=int, default=256)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first choose the operating point on N validation studies",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.calibrate:
+        record = calibrate(
+            args.model, weights_dir=args.weights_dir, n_studies=args.calibrate, matrix=args.matrix
+        )
+        print(json.dumps({"calibration": record["chosen"]}, indent=2))
     out = args.out or MODELS[args.model].evaluation(args.weights_dir)
     report = evaluate(
         args.model,

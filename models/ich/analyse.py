@@ -40,6 +40,7 @@ def analyse_volume(
         volume,
         threshold=segmenter.config.threshold if threshold is None else threshold,
         min_volume_ml=float(segmenter.config.extra.get("min_volume_ml", 0.05)),
+        min_probability=float(segmenter.config.extra.get("min_probability", 0.0)),
     )
 
 

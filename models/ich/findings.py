@@ -59,9 +59,11 @@ def findings_from_probability(
     *,
     threshold: float = 0.5,
     min_volume_ml: float = 0.05,
+    min_probability: float = 0.0,
 ) -> tuple[list[Finding], np.ndarray, float]:
     """Returns (findings, label map on the source grid (0 = none, i = finding i), study
-    probability). Components smaller than min_volume_ml are noise, not findings."""
+    probability). Components smaller than min_volume_ml, or whose 95th-percentile
+    probability is under min_probability, are noise, not findings."""
     mask = prob >= threshold
     labels, _ = ndimage.label(mask)
     head = volume.hu > HEAD_HU
@@ -80,12 +82,14 @@ def findings_from_probability(
         volume_ml = float(np.count_nonzero(component) * volume.voxel_volume_ml)
         if volume_ml < min_volume_ml:
             continue
+        score = float(np.percentile(prob[box][component], 95))
+        if score < min_probability:
+            continue
         local = np.argwhere(component).mean(axis=0)
         centre = local + np.array([s.start for s in box])
         lps = volume.to_lps(centre)
         offset = float(lps[0] - midline)
         side = "left" if offset > 3.0 else "right" if offset < -3.0 else "midline"
-        score = float(np.percentile(prob[box][component], 95))
         findings.append(
             Finding(
                 kind="hemorrhage",

@@ -36,6 +36,7 @@ def analyse_volume(
         threshold=segmenter.config.threshold if threshold is None else threshold,
         min_diameter_mm=float(extra.get("min_diameter_mm", 3.0)),
         band_mm=float(extra.get("refine_band_mm", 1.5)),
+        min_probability=float(extra.get("min_probability", 0.0)),
     )
 
 

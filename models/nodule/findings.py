@@ -169,10 +169,12 @@ def findings_from_probability(
     threshold: float = 0.5,
     min_diameter_mm: float = 3.0,
     band_mm: float = 1.5,
+    min_probability: float = 0.0,
 ) -> tuple[list[Finding], np.ndarray, float]:
     """Returns (findings largest first, label map on the source grid (0 none, i finding i),
     study probability). Components whose longest axial diameter is under min_diameter_mm
-    are noise, not findings."""
+    are noise, not findings, as are those whose 95th-percentile probability is under
+    min_probability."""
     mask = prob >= threshold
     labels, _ = ndimage.label(mask)
     objects = ndimage.find_objects(labels)
@@ -193,6 +195,9 @@ def findings_from_probability(
             for a, (s, n) in enumerate(zip(box, prob.shape, strict=True))
         )
         component = labels[grown] == index
+        score = float(np.percentile(prob[grown][component], 95))
+        if score < min_probability:
+            continue
         hu = volume.hu[grown]
         nodule = refine(component, hu, volume.spacing_zyx, band_mm)
         m = measure(nodule, hu, volume.spacing_zyx)
@@ -207,7 +212,6 @@ def findings_from_probability(
         height = float(np.clip(up if volume.slice_dir[2] > 0 else 1.0 - up, 0.0, 1.0))
         back = 2.0 * (centre[1] - y_range[0]) / max(1.0, y_range[1] - y_range[0]) - 1.0
         depth = float(np.clip(back if volume.col_dir[1] > 0 else -back, -1.0, 1.0))
-        score = float(np.percentile(prob[grown][component], 95))
         finding = Finding(
             kind="nodule",
             subtype=m.nodule_type,

@@ -27,9 +27,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_gateway_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    # Composition root: the registry pages of the web UI get their data through callables
+    # built in the models package (the platform itself never imports it).
+    from models.web_bindings import registry_callables
     from pacsflow.gateway.service import run_gateway
 
-    run_gateway(settings)
+    model_versions, approve_model = registry_callables(settings.mlflow_tracking_uri)
+    run_gateway(settings, model_versions=model_versions, approve_model=approve_model)
     return 0
 
 

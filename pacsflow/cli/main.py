@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pacsflow import __version__
-from pacsflow.cli import config_cmd, gateway_cmd, routes_cmd, serve_cmd, stack_cmd
+from pacsflow.cli import (
+    audit_cmd,
+    config_cmd,
+    gateway_cmd,
+    routes_cmd,
+    serve_cmd,
+    stack_cmd,
+    users_cmd,
+)
 from pacsflow.config import load_settings
 from pacsflow.errors import PacsflowError
 
@@ -33,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cmd.add_parser(sub)
     routes_cmd.add_parser(sub)
     serve_cmd.add_parser(sub)
+    users_cmd.add_parser(sub)
+    audit_cmd.add_parser(sub)
     _add_optional_groups(sub)
     return parser
 

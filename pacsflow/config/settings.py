@@ -23,7 +23,7 @@ from pydantic_settings import (
 from pacsflow.errors import ConfigError
 
 # Development secrets: fine on loopback, refused when environment != "development".
-_DEV_SECRETS = {"pacsflow-dev", "change-me"}
+_DEV_SECRETS = {"pacsflow-dev", "change-me", "pacsflow-dev-session-secret-change-me-0123456789"}
 
 
 class _Group(BaseModel):
@@ -139,6 +139,20 @@ class TriageSettings(_Group):
     urgent_volume_ml: float = 0.1
 
 
+class WebSettings(_Group):
+    """The clinical web UI and API (served by the gateway process on gateway.http_port)."""
+
+    session_secret: SecretStr = SecretStr("pacsflow-dev-session-secret-change-me-0123456789")
+    session_ttl_s: int = 8 * 3600
+    policy_file: Path | None = Field(None, description="RBAC policy TOML; unset = shipped")
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_role_claim: str = "roles"
+    oidc_departments_claim: str = "departments"
+    oidc_username_claim: str = "preferred_username"
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with `load_settings`."""
 
@@ -160,6 +174,7 @@ class Settings(BaseSettings):
     ehr: EhrSettings = EhrSettings()
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -185,6 +200,7 @@ class Settings(BaseSettings):
             for name, secret in (
                 ("orthanc.password", self.orthanc.password),
                 ("gateway.webhook_secret", self.gateway.webhook_secret),
+                ("web.session_secret", self.web.session_secret),
             )
             if secret.get_secret_value() in _DEV_SECRETS
         ]
@@ -270,6 +286,7 @@ def settings_to_toml(settings: Settings) -> str:
     data = settings.model_dump(mode="json")
     data["orthanc"]["password"] = settings.orthanc.password.get_secret_value()
     data["gateway"]["webhook_secret"] = settings.gateway.webhook_secret.get_secret_value()
+    data["web"]["session_secret"] = settings.web.session_secret.get_secret_value()
     lines = [f"environment = {_toml_value(data.pop('environment'))}", ""]
     for group, values in data.items():
         lines.append(f"[{group}]")

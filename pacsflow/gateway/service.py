@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,12 @@ from pacsflow.gateway.outbox import Outbox, idempotency_key
 from pacsflow.gateway.routing import load_rules
 from pacsflow.gateway.spool import Spool
 from pacsflow.gateway.webhook import create_gateway_app
+from pacsflow.governance.auth import AuthConfig, OIDCConfig
+from pacsflow.governance.rbac import load_policy
 from pacsflow.hl7.server import MllpServer
 from pacsflow.orchestration.prefect_api import PrefectApi
+from pacsflow.web.app import create_web_app
+from pacsflow.web.case_images import key_image_source
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Gateway:
     settings: Settings
+    # Injected by the composition root (the CLI): the registry as the web UI sees it.
+    model_versions: Callable[[], list[dict[str, Any]]] | None = None
+    approve_model: Any = None
     sessions: sessionmaker[Session] = field(init=False)
     assembler: StudyAssembler = field(init=False)
     dispatcher: Dispatcher = field(init=False)
@@ -67,6 +75,17 @@ class Gateway:
         self.receiver = StoreReceiver(self.spool, self.assembler)
         self.mpps = MppsTracker(self.assembler)
         self.hl7 = Hl7Intake(self.sessions, self.assembler)
+
+    def web_app(self) -> Any:
+        return create_web_app(
+            self.settings,
+            self.sessions,
+            policy=load_policy(self.settings.web.policy_file),
+            auth=auth_config(self.settings),
+            model_versions=self.model_versions,
+            approve_model=self.approve_model,
+            key_image=key_image_source(self.settings),  # type: ignore[arg-type]
+        )
 
     def on_stable_study(self, study_uid: str) -> None:
         """The VNA says a study is stable: trigger the pathways its routing picks."""
@@ -134,6 +153,8 @@ class Gateway:
             self.dispatcher.wake()
 
         app = create_gateway_app(self.settings, self.sessions, self.outbox, on_trigger=triggered)
+        # The clinical web UI and API share the port; the webhook routes match first.
+        app.mount("/", self.web_app())
         http = uvicorn.Server(
             uvicorn.Config(app, host=g.host, port=g.http_port, log_level="warning", lifespan="on")
         )
@@ -149,7 +170,24 @@ class Gateway:
             log.info("gateway stopped")
 
 
-def run_gateway(settings: Settings) -> None:
+def auth_config(settings: Settings) -> AuthConfig:
+    w = settings.web
+    oidc = None
+    if w.oidc_issuer and w.oidc_audience:
+        oidc = OIDCConfig(
+            issuer=w.oidc_issuer,
+            audience=w.oidc_audience,
+            jwks_url=w.oidc_jwks_url,
+            username_claim=w.oidc_username_claim,
+            role_claim=w.oidc_role_claim,
+            departments_claim=w.oidc_departments_claim,
+        )
+    return AuthConfig(
+        secret_key=w.session_secret.get_secret_value(), session_ttl_s=w.session_ttl_s, oidc=oidc
+    )
+
+
+def run_gateway(settings: Settings, **bindings: Any) -> None:
     """Run until SIGTERM or SIGINT."""
 
     async def main() -> None:
@@ -157,6 +195,6 @@ def run_gateway(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(settings).serve(stop)
+        await Gateway(settings, **bindings).serve(stop)
 
     asyncio.run(main())

@@ -14,14 +14,22 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.db.tables import FeedbackLabel, PathwayRun, WorklistItem
 from pacsflow.domain import Priority
 from pacsflow.errors import InvalidInputError
 from pacsflow.governance.audit import AuditLog
-from pacsflow.governance.rbac import Action, Policy, Principal, can_view_case, require_action
+from pacsflow.governance.rbac import (
+    ALL_DEPARTMENTS,
+    Action,
+    Policy,
+    Principal,
+    Visibility,
+    can_view_case,
+    require_action,
+)
 
 # Reading order of the worklist (most urgent first); within a priority, oldest first.
 PRIORITY_ORDER: dict[str, int] = {
@@ -174,6 +182,16 @@ def get_case(sessions: sessionmaker[Session], study_uid: str) -> CaseRecord | No
         return _with_decisions(session, [row])[0] if row is not None else None
 
 
+def _in_scope(principal: Principal, policy: Policy) -> Select[tuple[WorklistItem]]:
+    """Worklist rows the principal may see, narrowed in SQL (can_view_case stays the rule)."""
+    query = select(WorklistItem)
+    if ALL_DEPARTMENTS not in principal.departments:
+        query = query.where(WorklistItem.department.in_(sorted(principal.departments)))
+    if policy.visibility(principal.role) is Visibility.SCREENING:
+        query = query.where(WorklistItem.pathway.in_(sorted(policy.screening_pathways)))
+    return query
+
+
 def worklist(
     sessions: sessionmaker[Session], principal: Principal, policy: Policy
 ) -> list[CaseRecord]:
@@ -181,7 +199,7 @@ def worklist(
     with sessions() as session:
         rows = [
             r
-            for r in session.scalars(select(WorklistItem))
+            for r in session.scalars(_in_scope(principal, policy))
             if can_view_case(principal, policy, r.department, r.pathway)
         ]
         return reading_order(_with_decisions(session, rows))
@@ -192,12 +210,11 @@ def review_queue(
 ) -> list[CaseRecord]:
     """Uncertain results (priority review) in scope that no one has decided on yet."""
     require_action(principal, policy, Action.REVIEW)
+    query = _in_scope(principal, policy).where(WorklistItem.priority == Priority.REVIEW.value)
     with sessions() as session:
         rows = [
             r
-            for r in session.scalars(
-                select(WorklistItem).where(WorklistItem.priority == Priority.REVIEW.value)
-            )
+            for r in session.scalars(query)
             if can_view_case(principal, policy, r.department, r.pathway)
         ]
         cases = _with_decisions(session, rows)

@@ -51,6 +51,7 @@ def test_dev_secrets_refused_in_production() -> None:
         environment="production",
         orthanc={"password": "a-real-one"},
         gateway={"webhook_secret": "another-real-one"},
+        web={"session_secret": "x" * 40},
     )
     assert s.environment == "production"
 

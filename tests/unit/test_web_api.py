@@ -361,3 +361,16 @@ def test_login_next_is_same_site_only(client: TestClient) -> None:
 
 def test_health(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_pages_escape_stored_text(client: TestClient, site: SampleSite) -> None:
+    with site.sessions() as s:
+        s.execute(
+            text("UPDATE worklist SET summary = '<script>alert(1)</script>' WHERE study_uid = :u"),
+            {"u": STROKE_CRITICAL},
+        )
+        s.commit()
+    ui_login(client, RESIDENT)
+    for path in ("/worklist", f"/cases/{STROKE_CRITICAL}"):
+        page = client.get(path).text
+        assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
