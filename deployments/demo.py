@@ -21,7 +21,7 @@ from pacsflow.synth.phantoms import Hemorrhage
 from pacsflow.synth.studies import write_head_ct_study
 from pacsflow.synth.truth import StudyTruth
 
-DEMO_PASSWORD = "demo-password-only-on-loopback"  # noqa: S105 (a throw-away demo stack)
+DEMO_PASSWORD = "demo-password-only-on-loopback"
 
 CASES: list[tuple[str, dict[str, object]]] = [
     ("hemorrhage", {"hemorrhages": (Hemorrhage(subtype="subdural", volume_ml=25.0, side="left"),)}),
