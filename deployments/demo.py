@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from deployments.local_stack import LocalStack, local_stack
+from pacsflow.config import load_settings
 from pacsflow.db.tables import PathwayRun
 from pacsflow.synth.phantoms import Hemorrhage
 from pacsflow.synth.studies import write_head_ct_study
@@ -106,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     args.var_dir.mkdir(parents=True)
 
     print("== starting the stack (Orthanc, Prefect, MLflow, gateway, warm runner)")
-    with local_stack(args.var_dir, stable_window_s=5.0, echo=lambda m: print("  " + m)) as local:
+    # The demo registers the shipped models in the default registry (var/mlflow), so that
+    # `pacsflow models list` afterwards shows them with their approved champions.
+    registry_uri = load_settings().mlflow_tracking_uri
+    with local_stack(
+        args.var_dir,
+        stable_window_s=5.0,
+        echo=lambda m: print("  " + m),
+        mlflow={"tracking_uri": registry_uri},
+    ) as local:
         s = local.settings
         print("== making three synthetic head CTs (scout, 5 mm soft tissue, bone series)")
         studies = make_studies(args.var_dir / "studies", args.matrix)

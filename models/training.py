@@ -72,6 +72,7 @@ class TrainingPlan:
     noise_jitter: float = 3.0  # extra Gaussian noise SD, drawn in [0, noise_jitter] HU
     hard_fraction: float = 0.25  # patches centred on a false positive of the current network
     mine_every: int = 10  # find false positives in one pool volume every n steps
+    mine_box: tuple[int, int, int] | None = None  # search a random box, not the whole volume
     threads: int = 2
 
 
@@ -126,11 +127,27 @@ def _augment(
 
 
 @torch.no_grad()
-def _false_positives(net: torch.nn.Module, sample: Sample, config: SegmenterConfig) -> np.ndarray:
-    """Flat indices where the network, as trained so far, sees a lesion that is not
-    there (ignoring the two voxels around true lesions, where the edge is a matter of
-    partial volume)."""
-    hu = torch.from_numpy(np.asarray(sample.hu, dtype=np.float32))
+def _false_positives(
+    net: torch.nn.Module,
+    sample: Sample,
+    config: SegmenterConfig,
+    box_shape: tuple[int, int, int] | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Flat indices (into the whole volume) where the network, as trained so far, sees
+    a lesion that is not there, ignoring the two voxels around true lesions, where the
+    edge is a matter of partial volume. With `box_shape`, only a random box of the
+    volume is searched (large chest volumes)."""
+    shape = sample.hu.shape
+    box: tuple[slice, ...] = tuple(slice(0, n) for n in shape)
+    if box_shape is not None and rng is not None:
+        starts = [
+            int(rng.integers(0, max(0, n - b) + 1)) for n, b in zip(shape, box_shape, strict=True)
+        ]
+        box = tuple(
+            slice(s, min(n, s + b)) for s, b, n in zip(starts, box_shape, shape, strict=True)
+        )
+    hu = torch.from_numpy(np.asarray(sample.hu[box], dtype=np.float32))
     x = window_channels(hu, config.windows)[None]
     multiple = 2 ** len(config.strides)
     pads = [(-n) % multiple for n in x.shape[-3:]]
@@ -139,9 +156,11 @@ def _false_positives(net: torch.nn.Module, sample: Sample, config: SegmenterConf
     net.eval()  # running statistics, as at inference; and leave them untouched
     found = (net(padded)[0, 0, :z, :y, :xx] > 0).numpy()
     net.train()
-    if sample.mask.any():
-        found &= ~ndimage.binary_dilation(sample.mask, iterations=2)
-    return np.flatnonzero(found)
+    mask = sample.mask[box]
+    if mask.any():
+        found &= ~ndimage.binary_dilation(mask, iterations=2)
+    local = np.nonzero(found)
+    return np.ravel_multi_index(tuple(i + b.start for i, b in zip(local, box, strict=True)), shape)
 
 
 def train_segmenter(
@@ -183,7 +202,7 @@ def train_segmenter(
         if plan.hard_fraction and plan.mine_every and step >= plan.steps // 10:
             if step % plan.mine_every == 0:
                 j = int(rng.integers(len(pool)))
-                found = _false_positives(net, pool[j], config)
+                found = _false_positives(net, pool[j], config, plan.mine_box, rng)
                 if found.size:
                     hard[j] = found
                 else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from models.scoring import operating_probability
 from models.volume import Volume
 from pacsflow.domain import Finding, Location
 
@@ -63,7 +64,10 @@ def findings_from_probability(
 ) -> tuple[list[Finding], np.ndarray, float]:
     """Returns (findings, label map on the source grid (0 = none, i = finding i), study
     probability). Components smaller than min_volume_ml, or whose 95th-percentile
-    probability is under min_probability, are noise, not findings."""
+    probability is under min_probability, are noise, not findings.
+
+    Probabilities (per finding and per study) are on the operating scale of
+    models.scoring: a finding has >= 0.5, a study without one < 0.5."""
     mask = prob >= threshold
     labels, _ = ndimage.label(mask)
     head = volume.hu > HEAD_HU
@@ -71,19 +75,22 @@ def findings_from_probability(
     dy, dx = volume.spacing_zyx[1:]
     reach = max(1, round(3.0 / min(dy, dx)))
     midline = _midline_x(volume, head)
+    min_score = max(threshold, min_probability)
     findings: list[Finding] = []
     out = np.zeros(prob.shape, dtype=np.uint8)
-    scores: list[float] = []
+    study_probability = operating_probability(float(prob.max(initial=0.0)), min_score=min_score)
     objects = ndimage.find_objects(labels)
     for index, box in enumerate(objects, start=1):
         if box is None:
             continue
         component = labels[box] == index
         volume_ml = float(np.count_nonzero(component) * volume.voxel_volume_ml)
-        if volume_ml < min_volume_ml:
-            continue
         score = float(np.percentile(prob[box][component], 95))
-        if score < min_probability:
+        p = operating_probability(
+            score, min_score=min_score, size=volume_ml, min_size=min_volume_ml
+        )
+        study_probability = max(study_probability, p)
+        if volume_ml < min_volume_ml or score < min_score:
             continue
         local = np.argwhere(component).mean(axis=0)
         centre = local + np.array([s.start for s in box])
@@ -94,13 +101,12 @@ def findings_from_probability(
             Finding(
                 kind="hemorrhage",
                 subtype=_subtype(component, _bone_near(volume.hu, box, reach)),
-                probability=min(1.0, max(0.0, score)),
+                probability=p,
                 volume_ml=round(volume_ml, 3),
                 centroid_mm=(float(lps[0]), float(lps[1]), float(lps[2])),
                 location=Location(side=side, compartment=_compartment(centre[0], head)),
             )
         )
-        scores.append(score)
         if len(findings) < 255:
             out[box][component] = len(findings)
     # Largest first: the report and the SR lead with the main lesion.
@@ -110,5 +116,4 @@ def findings_from_probability(
         remap[old + 1] = new
     findings = [findings[i] for i in order]
     out = remap[out]
-    study_probability = max(scores) if scores else float(prob.max(initial=0.0))
-    return findings, out, float(min(1.0, max(0.0, study_probability)))
+    return findings, out, float(study_probability)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from models.scoring import operating_probability
 from models.volume import Volume
 from pacsflow.domain import Finding, Location
 
@@ -174,13 +175,16 @@ def findings_from_probability(
     """Returns (findings largest first, label map on the source grid (0 none, i finding i),
     study probability). Components whose longest axial diameter is under min_diameter_mm
     are noise, not findings, as are those whose 95th-percentile probability is under
-    min_probability."""
+    min_probability. Probabilities are on the operating scale of models.scoring: a
+    finding has >= 0.5, a study without one < 0.5."""
     mask = prob >= threshold
     labels, _ = ndimage.label(mask)
     objects = ndimage.find_objects(labels)
     out = np.zeros(prob.shape, dtype=np.uint8)
+    min_score = max(threshold, min_probability)
+    study = operating_probability(float(prob.max(initial=0.0)), min_score=min_score)
     if not objects:
-        return [], out, float(min(1.0, max(0.0, float(prob.max(initial=0.0)))))
+        return [], out, study
     midline, z_range, y_range = _lung_geometry(volume)
     margin = max(2, round(band_mm / min(volume.spacing_zyx[1:])) + 1)
     found: list[tuple[Finding, tuple[slice, ...], np.ndarray]] = []
@@ -196,11 +200,16 @@ def findings_from_probability(
         )
         component = labels[grown] == index
         score = float(np.percentile(prob[grown][component], 95))
-        if score < min_probability:
+        if score < min_score:
+            study = max(study, operating_probability(score, min_score=min_score))
             continue
         hu = volume.hu[grown]
         nodule = refine(component, hu, volume.spacing_zyx, band_mm)
         m = measure(nodule, hu, volume.spacing_zyx)
+        p = operating_probability(
+            score, min_score=min_score, size=m.longest_axial_mm, min_size=min_diameter_mm
+        )
+        study = max(study, p)
         if m.longest_axial_mm < min_diameter_mm:
             continue
         centre = np.array(m.centre_zyx) + np.array([s.start for s in grown])
@@ -215,7 +224,7 @@ def findings_from_probability(
         finding = Finding(
             kind="nodule",
             subtype=m.nodule_type,
-            probability=min(1.0, max(0.0, score)),
+            probability=p,
             volume_ml=round(m.volume_mm3 / 1000.0, 5),
             diameter_mm=round(m.longest_axial_mm, 2),
             mean_diameter_mm=round(m.mean_diameter_mm, 2),
@@ -228,5 +237,4 @@ def findings_from_probability(
         region = out[grown]
         region[nodule & (region == 0)] = number
     findings = [f for f, _, _ in found]
-    study = max((f.probability for f in findings), default=float(prob.max(initial=0.0)))
-    return findings, out, float(min(1.0, max(0.0, study)))
+    return findings, out, study

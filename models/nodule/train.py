@@ -21,10 +21,12 @@ PLAN = TrainingPlan(
     batch=4,
     learning_rate=5e-3,
     pool_size=32,
-    refresh_every=8,
+    refresh_every=16,
     positive_fraction=0.7,
     hu_jitter=15.0,
     noise_jitter=8.0,
+    mine_every=10,
+    mine_box=(64, 96, 96),
 )
 
 

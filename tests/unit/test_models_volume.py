@@ -109,3 +109,15 @@ def test_missing_geometry_is_refused() -> None:
     del series[1].ImageOrientationPatient
     with pytest.raises(NotAnalysableError, match="ImageOrientationPatient"):
         load_volume(series)
+
+
+def test_pixel_padding_value_reads_as_air() -> None:
+    series = _series([0.0, 5.0], dtype=np.int16, intercept=-1024.0)
+    pixels = np.full((ROWS, COLS), 1064, dtype=np.int16)  # 40 HU
+    pixels[0, :3] = -2000  # outside the reconstruction circle
+    for ds in series:
+        ds.PixelData = pixels.tobytes()
+        ds.PixelPaddingValue = -2000
+    hu = load_volume(series).hu
+    assert float(hu[0, 0, 0]) == -1024.0
+    assert float(hu[0, 5, 5]) == 40.0
