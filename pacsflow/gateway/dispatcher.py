@@ -51,15 +51,21 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
 
     def dispatch_due(self, limit: int = 20) -> int:
-        """One pass over due rows; returns how many were dispatched."""
+        """Dispatch up to `limit` due rows; returns how many got a flow run.
+
+        One row per transaction: on PostgreSQL the row stays locked (FOR UPDATE SKIP LOCKED)
+        until its new state is committed, so several dispatchers never take the same row."""
         done = 0
-        with self.sessions() as session:
-            for row in self.outbox.due(session, limit):
-                if self._dispatch(row):
+        for _ in range(limit):
+            if self._stop.is_set():
+                break
+            with self.sessions() as session:
+                rows = self.outbox.due(session, 1)
+                if not rows:
+                    break
+                if self._dispatch(rows[0]):
                     done += 1
                 session.commit()
-                if self._stop.is_set():
-                    break
         return done
 
     def _dispatch(self, row: OutboxEntry) -> bool:
