@@ -13,6 +13,10 @@ def read_json(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
 
 
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def _table(rows: dict[str, Any]) -> str:
     lines = ["| metric | value |", "| --- | --- |"]
     for key, value in rows.items():
@@ -54,8 +58,19 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
             "",
             f"Seed {training.get('seed')}, {training.get('plan', {}).get('steps')} steps, "
             f"{training.get('parameters')} parameters, {training.get('seconds')} s on CPU; "
-            f"loss {training.get('loss_first_50')} (first 50 steps) -> "
-            f"{training.get('loss_last_50')} (last 50).",
+            f"loss {_round(training.get('loss_first_50'))} (first 50 steps) -> "
+            f"{_round(training.get('loss_last_50'))} (last 50).",
+        ]
+    calibration = read_json(directory / f"{spec.key}.calibration.json")
+    if calibration:
+        chosen = {k: v for k, v in calibration.get("chosen", {}).items()}
+        parts += [
+            "",
+            "## Operating point",
+            f"Chosen on {calibration.get('n_studies')} validation studies (seeds from "
+            f"{calibration.get('seed')}, apart from training and from the evaluation): "
+            + ", ".join(f"{k} {v}" for k, v in chosen.items())
+            + ".",
         ]
     parts += ["", "## Evaluation (held-out synthetic studies)"]
     if evaluation:
@@ -79,7 +94,7 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
         "## Limitations",
         "- " + LIMITATIONS + ".",
         "- Synthetic anatomy is simpler than real anatomy: no beam hardening, motion, "
-        "streak artefacts, calcifications, post-operative changes or chronic blood.",
+        "streak artefacts, post-operative changes, chronic blood or real vessel trees.",
         "- Performance on real scanners is unknown; a site must validate its own weights "
         "before approving a version for clinical use.",
         "",

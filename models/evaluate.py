@@ -30,6 +30,7 @@ from models.bootstrap import sha256
 from models.catalogue import MODELS, WEIGHTS_DIR
 from models.segmenter import Segmenter
 from pacsflow.domain import Finding, InferenceResult, ModelRef
+from pacsflow.errors import InvalidInputError
 from pacsflow.synth.specs import HEMORRHAGE_SUBTYPES, NODULE_TYPES, SIDES, Hemorrhage, Nodule
 from pacsflow.synth.studies import write_chest_ct_study, write_head_ct_study
 from pacsflow.synth.truth import LesionTruth, StudyTruth
@@ -56,7 +57,8 @@ class Case:
 
 def ich_cases(n: int, seed: int = HELD_OUT_SEED) -> list[Case]:
     """Half normal; the rest one hemorrhage of each subtype in turn, 0.5-60 mL (log),
-    either side; vendors in turn; thick, thin and both protocols; noise 3-12 HU."""
+    either side; vendors in turn; thick, thin and both protocols; noise 3-12 HU (of a
+    5 mm image; thin images are noisier by sqrt(5 / thickness))."""
     rng = np.random.default_rng([seed, 1])
     cases = []
     for i in range(n):
@@ -73,7 +75,8 @@ def ich_cases(n: int, seed: int = HELD_OUT_SEED) -> list[Case]:
         cases.append(
             Case(
                 seed=seed + i,
-                vendor=VENDORS[i % len(VENDORS)],
+                # Pairs (normal, hemorrhage) share a vendor: every vendor sees both.
+                vendor=VENDORS[(i // 2) % len(VENDORS)],
                 noise_hu=round(float(rng.uniform(3.0, 12.0)), 2),
                 protocol=protocol,
                 hemorrhages=hemorrhages,
@@ -148,6 +151,29 @@ def _write(case: Case, kind: str, out: Path, matrix: int) -> StudyTruth:
         with_lung=False,
         with_dose_report=False,
     )
+
+
+def _write_fitting(case: Case, kind: str, out: Path, matrix: int) -> tuple[Case, StudyTruth]:
+    """Write the case; a lesion that does not fit this patient's anatomy (a large
+    intraventricular bleed in small ventricles) is shrunk until it does."""
+    for _ in range(6):
+        try:
+            return case, _write(case, kind, out, matrix)
+        except InvalidInputError:
+            shutil.rmtree(out, ignore_errors=True)
+            case = replace(
+                case,
+                hemorrhages=tuple(
+                    replace(h, volume_ml=max(0.5, round(h.volume_ml * 0.7, 2)))
+                    for h in case.hemorrhages
+                ),
+                nodules=tuple(
+                    replace(n, diameter_mm=max(3.0, round(n.diameter_mm * 0.85, 1)))
+                    for n in case.nodules
+                ),
+                tags={**case.tags, "shrunk": "yes"},
+            )
+    return case, _write(case, kind, out, matrix)
 
 
 Analyse = Callable[[list[Any], Segmenter, ModelRef], tuple[InferenceResult, Any, Any]]
@@ -349,7 +375,7 @@ def run_cases(
     try:
         for i, case in enumerate(cases):
             study_dir = tmp / f"{case.seed}"
-            truth = _write(case, kind, study_dir, matrix)
+            case, truth = _write_fitting(case, kind, study_dir, matrix)
             datasets = read_series(study_dir, truth, roles)
             result, _, _ = analyse(datasets, segmenter, model)
             shutil.rmtree(study_dir, ignore_errors=True)

@@ -47,15 +47,17 @@ def to_model_grid(
     mask: np.ndarray,
     spacing_zyx: tuple[float, float, float],
     config: SegmenterConfig,
+    *,
+    label_fraction: float = 0.5,
 ) -> Sample:
     """Resample an acquisition to the model grid; a model voxel is lesion when at least
-    half of it was."""
+    `label_fraction` of it was."""
     shape = model_grid_shape(tuple(hu.shape), spacing_zyx, config.spacing_zyx)  # type: ignore[arg-type]
     t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
     return Sample(
         hu=resample(t, shape)[0, 0].numpy(),
-        mask=(resample(m, shape)[0, 0] >= 0.5).numpy(),
+        mask=(resample(m, shape)[0, 0] >= label_fraction).numpy(),
     )
 
 
@@ -73,6 +75,7 @@ class TrainingPlan:
     hard_fraction: float = 0.25  # patches centred on a false positive of the current network
     mine_every: int = 10  # find false positives in one pool volume every n steps
     mine_box: tuple[int, int, int] | None = None  # search a random box, not the whole volume
+    hard_bank: int = 0  # > 0: keep up to n false-positive patches beyond pool refreshes
     threads: int = 2
 
 
@@ -194,6 +197,7 @@ def train_segmenter(
     )
     losses: list[float] = []
     hard: dict[int, np.ndarray] = {}  # pool index -> flat indices of false positives
+    bank: list[tuple[np.ndarray, np.ndarray]] = []  # false-positive patches (hu, mask)
     for step in range(plan.steps):
         if plan.refresh_every and step and step % plan.refresh_every == 0:
             j = int(rng.integers(len(pool)))
@@ -207,17 +211,27 @@ def train_segmenter(
                     hard[j] = found
                 else:
                     hard.pop(j, None)
+                if plan.hard_bank and found.size:
+                    for _ in range(2):
+                        patch = _crop(pool[j], plan.patch_zyx, rng, found)
+                        if len(bank) < plan.hard_bank:
+                            bank.append(patch)
+                        else:
+                            bank[int(rng.integers(len(bank)))] = patch
         xs, ys = [], []
         for _ in range(plan.batch):
             draw = rng.random()
-            if hard and draw < plan.hard_fraction:
-                j = list(hard)[int(rng.integers(len(hard)))]
-                sample, around = pool[j], hard[j]
+            if bank and draw < plan.hard_fraction:
+                hu, mask = bank[int(rng.integers(len(bank)))]
             else:
-                sample = pool[int(rng.integers(len(pool)))]
-                positive = rng.random() < plan.positive_fraction and sample.mask.any()
-                around = np.flatnonzero(sample.mask) if positive else None
-            hu, mask = _crop(sample, plan.patch_zyx, rng, around)
+                if hard and draw < plan.hard_fraction:
+                    j = list(hard)[int(rng.integers(len(hard)))]
+                    sample, around = pool[j], hard[j]
+                else:
+                    sample = pool[int(rng.integers(len(pool)))]
+                    positive = rng.random() < plan.positive_fraction and sample.mask.any()
+                    around = np.flatnonzero(sample.mask) if positive else None
+                hu, mask = _crop(sample, plan.patch_zyx, rng, around)
             hu, mask = _augment(hu, mask, plan, rng)
             xs.append(window_channels(torch.from_numpy(hu), config.windows))
             ys.append(torch.from_numpy(mask)[None].float())

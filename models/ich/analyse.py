@@ -41,6 +41,7 @@ def analyse_volume(
         threshold=segmenter.config.threshold if threshold is None else threshold,
         min_volume_ml=float(segmenter.config.extra.get("min_volume_ml", 0.05)),
         min_probability=float(segmenter.config.extra.get("min_probability", 0.0)),
+        max_median_hu=segmenter.config.extra.get("max_median_hu"),
     )
 
 

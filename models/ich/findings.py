@@ -61,10 +61,13 @@ def findings_from_probability(
     threshold: float = 0.5,
     min_volume_ml: float = 0.05,
     min_probability: float = 0.0,
+    max_median_hu: float | None = None,
 ) -> tuple[list[Finding], np.ndarray, float]:
     """Returns (findings, label map on the source grid (0 = none, i = finding i), study
     probability). Components smaller than min_volume_ml, or whose 95th-percentile
-    probability is under min_probability, are noise, not findings.
+    probability is under min_probability, are noise, not findings. Acute blood measures
+    about 40-100 HU: a component whose median HU exceeds max_median_hu is calcification,
+    bone or a head holder in partial volume, and is dropped without counting as evidence.
 
     Probabilities (per finding and per study) are on the operating scale of
     models.scoring: a finding has >= 0.5, a study without one < 0.5."""
@@ -84,6 +87,8 @@ def findings_from_probability(
         if box is None:
             continue
         component = labels[box] == index
+        if max_median_hu is not None and np.median(volume.hu[box][component]) > max_median_hu:
+            continue
         volume_ml = float(np.count_nonzero(component) * volume.voxel_volume_ml)
         score = float(np.percentile(prob[box][component], 95))
         p = operating_probability(

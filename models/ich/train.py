@@ -16,13 +16,14 @@ from models.segmenter import SegmenterConfig
 from models.training import TrainingPlan, train_segmenter
 
 PLAN = TrainingPlan(
-    steps=4000,
-    patch_zyx=(16, 64, 64),
-    batch=6,
+    steps=5000,
+    patch_zyx=(16, 96, 96),
+    batch=4,
     learning_rate=5e-3,
     pool_size=64,
-    refresh_every=4,
+    refresh_every=8,
     positive_fraction=0.7,
+    hard_bank=128,
 )
 
 
@@ -34,7 +35,7 @@ def train(
     pool_size: int = PLAN.pool_size,
     patch_zyx: tuple[int, int, int] = PLAN.patch_zyx,
     batch: int = PLAN.batch,
-    matrix: int = 256,
+    matrix: int = 384,
     config: SegmenterConfig = CONFIG,
     name: str = "ich",
 ) -> dict[str, Path]:

@@ -100,14 +100,18 @@ class StudyAssembler:
                     if series_dir.name in known or not series_dir.is_dir():
                         continue
                     first = next(iter(sorted(series_dir.glob("*.dcm"))), None)
-                    if first is not None:
+                    if first is None:
+                        continue
+                    try:
                         header = pydicom.dcmread(first, stop_before_pixels=True)
+                        header.to_json_dict()
                         self.instance_received(header, None)
-                        log.warning(
-                            "recovered spooled series %s of study %s",
-                            series_dir.name,
-                            study_dir.name,
-                        )
+                    except Exception as exc:  # one bad file must not stop the gateway
+                        log.error("cannot recover %s: %s", first, exc)
+                        continue
+                    log.warning(
+                        "recovered spooled series %s of study %s", series_dir.name, study_dir.name
+                    )
         return len(self._open)
 
     def instance_received(

@@ -15,7 +15,6 @@ from typing import Any
 
 import pydicom
 from pydicom import Dataset
-from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
@@ -121,17 +120,10 @@ class StoreReceiver:
             header = self._validate(ds, sop_class_uid, sop_instance_uid)
         except _Refusal as exc:
             return self._refuse(data, exc.status, exc.reason, origin)
-        except (
-            InvalidDicomError,
-            EOFError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            OverflowError,
-            NotImplementedError,
-        ) as exc:
-            return self._refuse(data, CANNOT_UNDERSTAND, f"unreadable object: {exc}", origin)
+        except Exception as exc:  # untrusted bytes: any parse failure means "cannot understand"
+            return self._refuse(
+                data, CANNOT_UNDERSTAND, f"unreadable object: {type(exc).__name__}: {exc}", origin
+            )
         try:
             created = self.spool.store(
                 str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_instance_uid, data
@@ -165,6 +157,10 @@ class StoreReceiver:
         for elem in ds:
             if elem.tag.group != 0x7FE0 and elem.VR != "SQ":
                 header.add(elem)
+        try:
+            header.to_json_dict()  # the assembler stores it: refuse now what cannot be stored
+        except Exception as exc:
+            raise _Refusal(CANNOT_UNDERSTAND, f"invalid attribute value: {exc}") from exc
         return header
 
     def _refuse(
@@ -218,9 +214,11 @@ def build_ae(
     ae = AE(ae_title=aet)
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.network_timeout = 60
-    ae.acse_timeout = 30
+    # A TCP probe (health check, port scan) holds an association slot until the ACSE
+    # timeout: keep it short so probes cannot lock modalities out.
+    ae.acse_timeout = 5
     ae.dimse_timeout = 60
-    ae.maximum_associations = 32
+    ae.maximum_associations = 64
     if allowed_aets:
         ae.require_calling_aet = list(allowed_aets)
     ae.add_supported_context(Verification)

@@ -1,0 +1,1 @@
+"""Reliability tests: hostile input, load and faults against the real gateway."""
