@@ -63,7 +63,7 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
         ]
     calibration = read_json(directory / f"{spec.key}.calibration.json")
     if calibration:
-        chosen = {k: v for k, v in calibration.get("chosen", {}).items()}
+        chosen = calibration.get("chosen", {})
         parts += [
             "",
             "## Operating point",

@@ -120,7 +120,9 @@ def refine(
     inside = hu[component]
     if lung.size < 8 or inside.size == 0:
         return component
-    lesion_hu = float(np.percentile(inside, 75))
+    # The median, not a high percentile: in a part-solid nodule the ground glass is most
+    # of the volume, and the boundary must be the ground glass's, not the core's.
+    lesion_hu = float(np.median(inside))
     lung_hu = float(np.median(lung))
     if lesion_hu - lung_hu < 80.0:
         return component

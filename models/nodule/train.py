@@ -16,7 +16,7 @@ from models.segmenter import SegmenterConfig
 from models.training import TrainingPlan, train_segmenter
 
 PLAN = TrainingPlan(
-    steps=3000,
+    steps=4000,
     patch_zyx=(32, 48, 48),
     batch=4,
     learning_rate=5e-3,
@@ -27,6 +27,7 @@ PLAN = TrainingPlan(
     noise_jitter=8.0,
     mine_every=10,
     mine_box=(64, 96, 96),
+    hard_bank=128,
 )
 
 
