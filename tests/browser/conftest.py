@@ -35,7 +35,7 @@ def base_url(site: SampleSite) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")

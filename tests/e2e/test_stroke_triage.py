@@ -174,3 +174,51 @@ def test_rerunning_a_study_writes_nothing_twice(e2e: E2E) -> None:
         study_instance_uid=truth.study_uid, series_instance_uid=srs[0]["0020000E"]["Value"][0]
     )
     assert len(instances) == 1
+
+
+def test_ris_down_during_the_run_gets_the_oru_once_it_is_back(e2e: E2E) -> None:
+    folder = e2e.studies / "ris-down"
+    truth = write_head_ct_study(folder, seed=11, matrix=COMPRESSED)
+    ris = e2e.local.ris
+    ris.answer_always("close")  # the RIS drops every connection without an ACK
+    try:
+        e2e.send(folder)
+        deadline = time.monotonic() + 120
+        while not any(
+            truth.accession_number in r.message.to_er7() and r.answer == "close"
+            for r in ris.received
+        ):
+            assert time.monotonic() < deadline, "the ORU was never attempted"
+            time.sleep(0.5)
+        time.sleep(3)  # a retry or two fail as well
+    finally:
+        ris.answer_always("AA")
+    run = e2e.outcome(truth.study_uid, timeout_s=240)
+    assert run.outcome != "failed", run.reasons  # the model's call is not what is tested here
+    delivered = [
+        r
+        for r in ris.received
+        if r.answer == "AA"
+        and r.message.message_type.startswith("ORU")
+        and truth.accession_number in r.message.to_er7()
+    ]
+    assert len(delivered) == 1
+
+
+def test_archive_down_during_the_run_is_retried_and_finishes(e2e: E2E) -> None:
+    from pacsflow.stack.services import orthanc_service
+
+    folder = e2e.studies / "archive-down"
+    truth = write_head_ct_study(folder, seed=12, matrix=COMPRESSED)
+    e2e.send(folder)  # in the archive and on the gateway's spool
+    orthanc = orthanc_service(e2e.settings)
+    orthanc.stop()  # the run starts when the study closes, with the archive away
+    try:
+        time.sleep(e2e.settings.gateway.stable_window_s["default"] + 6)
+        assert not e2e.local.outcomes([truth.study_uid]), "finished without the archive?"
+    finally:
+        orthanc.start()
+        orthanc.wait_ready()
+    run = e2e.outcome(truth.study_uid, timeout_s=240)
+    assert run.outcome != "failed", run.reasons
+    assert {"archive", "ehr", "ris"} <= {w.target for w in e2e.writebacks(truth.study_uid)}
