@@ -117,6 +117,14 @@ def local_stack(
             gateway={"stable_window_s": {"default": stable_window_s}},
             **overrides,
         )
+        g = settings.gateway
+        settings = settings.model_copy(
+            update={
+                "notify": settings.notify.model_copy(
+                    update={"case_link_base": f"http://{g.host}:{g.http_port}/cases"}
+                )
+            }
+        )
         config = write_settings(settings, var_dir / "pacsflow.toml")
         os.environ["PACSFLOW_CONFIG_FILE"] = str(config.resolve())
         settings = load_settings()
