@@ -52,7 +52,9 @@ demo: bootstrap
 	$(BIN)/pacsflow demo
 
 bench: bootstrap
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.bench_ingest
+	$(BIN)/python -m bench.bench_inference
+	$(BIN)/python -m bench.bench_time_to_flag
 
 stack-up: bootstrap
 	$(BIN)/pacsflow stack up
