@@ -81,7 +81,11 @@ def add_parser(sub: SubParsers) -> None:
     ev.add_argument("--seed", type=int, default=10_000)
     ev.add_argument("--matrix", type=int, default=256, help="in-plane matrix of the DICOM")
     ev.add_argument(
-        "--out", type=Path, help="evaluation JSON (default: <weights-dir>/<m>.eval.json)"
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first choose the operating point on N validation studies",
     )
     ev.set_defaults(handler=run_evaluate)
 
@@ -227,20 +231,18 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from models.catalogue import MODELS, WEIGHTS_DIR
-    from models.evaluate import evaluate
+    from models.catalogue import WEIGHTS_DIR
+    from models.evaluate import evaluate_shipped
 
-    weights_dir = args.weights_dir or WEIGHTS_DIR
-    out = args.out or MODELS[args.model].evaluation(weights_dir)
-    report = evaluate(
+    report = evaluate_shipped(
         args.model,
-        weights_dir=weights_dir,
+        weights_dir=args.weights_dir or WEIGHTS_DIR,
         n_studies=args.studies,
         seed=args.seed,
         matrix=args.matrix,
-        out=out,
+        calibrate_studies=args.calibrate,
     )
-    print(json.dumps(report["metrics"], indent=2))
+    print(json.dumps({"metrics": report["metrics"], "goals": report["goals"]}, indent=2))
     return 0
 
 

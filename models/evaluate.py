@@ -568,6 +568,35 @@ def calibrate(
     return record
 
 
+def evaluate_shipped(
+    kind: str,
+    *,
+    weights_dir: Path = WEIGHTS_DIR,
+    n_studies: int = 100,
+    seed: int = HELD_OUT_SEED,
+    matrix: int = 256,
+    calibrate_studies: int = 0,
+) -> dict[str, Any]:
+    """The release step: (optionally) choose the operating point on validation studies,
+    evaluate on held-out studies, and write <key>.eval.json and the model card
+    <key>.card.md beside the weights."""
+    from models.cards import model_card
+
+    spec = MODELS[kind]
+    if calibrate_studies:
+        calibrate(kind, weights_dir=weights_dir, n_studies=calibrate_studies, matrix=matrix)
+    report = evaluate(
+        kind,
+        weights_dir=weights_dir,
+        n_studies=n_studies,
+        seed=seed,
+        matrix=matrix,
+        out=spec.evaluation(weights_dir),
+    )
+    (weights_dir / f"{kind}.card.md").write_text(model_card(spec, weights_dir))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=sorted(MODELS))
@@ -575,7 +604,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=100)
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--matrix", type=int, default=256)
-    parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--calibrate",
         type=int,
@@ -585,19 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.calibrate:
-        record = calibrate(
-            args.model, weights_dir=args.weights_dir, n_studies=args.calibrate, matrix=args.matrix
-        )
-        print(json.dumps({"calibration": record["chosen"]}, indent=2))
-    out = args.out or MODELS[args.model].evaluation(args.weights_dir)
-    report = evaluate(
+    report = evaluate_shipped(
         args.model,
         weights_dir=args.weights_dir,
         n_studies=args.studies,
         seed=args.seed,
         matrix=args.matrix,
-        out=out,
+        calibrate_studies=args.calibrate,
     )
     print(json.dumps({"metrics": report["metrics"], "goals": report["goals"]}, indent=2))
     return 0

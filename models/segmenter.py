@@ -62,14 +62,18 @@ def window_channels(hu: torch.Tensor, windows: tuple[tuple[float, float], ...]) 
 
 
 def resample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Resample a (N, C, z, y, x) tensor to a new grid: area averaging when shrinking
-    every axis (no aliasing), trilinear otherwise."""
-    if tuple(x.shape[-3:]) == shape:
+    """Resample a (N, C, z, y, x) tensor to a new grid: area averaging along every axis
+    that shrinks (no aliasing, noise averaged as a thicker slice would), then trilinear
+    along the axes that grow (e.g. 2.5 mm slices onto a 1.5 mm grid)."""
+    current = tuple(x.shape[-3:])
+    if current == shape:
         return x
-    shrinking = all(t <= s for t, s in zip(shape, x.shape[-3:], strict=True))
-    if shrinking:
-        return F.interpolate(x, size=shape, mode="area")
-    return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
+    shrunk = tuple(min(t, s) for t, s in zip(shape, current, strict=True))
+    if shrunk != current:
+        x = F.interpolate(x, size=shrunk, mode="area")
+    if shrunk != shape:
+        x = F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
+    return x
 
 
 def model_grid_shape(

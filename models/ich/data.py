@@ -4,6 +4,12 @@ A phantom is rendered on a small acquisition grid (about 1 mm pixels, 5 mm "thic
 2.5 mm "thin" slices, varied noise) and resampled to the model grid with the same
 `resample` the inference path applies to a real series, so partial volume and noise
 reduction match what the network sees at inference.
+
+Tried and measured worse on the validation studies (models.evaluate.calibrate), kept out:
+a 1 mm in-plane grid (sensitivity for small subdurals +0.1, specificity 0.63 instead of
+0.83: bone partial volume at the skull base read as blood), 1.25 mm acquisitions
+averaged into 5 mm slabs with extra-axial bleeds drawn more often and a 0.4 label
+fraction (specificity 0.84 instead of 0.90 on the held-out set).
 """
 
 from __future__ import annotations
@@ -20,9 +26,7 @@ from pacsflow.synth.specs import HEMORRHAGE_SUBTYPES, SIDES
 
 CONFIG = SegmenterConfig(
     kind="ich",
-    # 1 mm in-plane: a thin subdural crescent beside the inner table must keep voxels of
-    # its own instead of merging with the bone's partial volume.
-    spacing_zyx=(5.0, 1.0, 1.0),
+    spacing_zyx=(5.0, 1.5, 1.5),
     # Brain window (blood against parenchyma) and a wide one (blood against calcification,
     # dura and bone, which all saturate the first).
     windows=((0.0, 100.0), (-100.0, 300.0)),
@@ -36,18 +40,7 @@ CONFIG = SegmenterConfig(
     extra={"min_volume_ml": 0.1, "max_median_hu": 100.0},
 )
 
-VOLUME_RANGE_ML = (0.3, 60.0)
-# Extra-axial collections are thin and hug the skull: the hardest to see, drawn most often.
-SUBTYPE_WEIGHTS = {
-    "intraparenchymal": 0.2,
-    "subdural": 0.3,
-    "epidural": 0.2,
-    "subarachnoid": 0.15,
-    "intraventricular": 0.15,
-}
-# A model voxel is labelled blood when 40% of it is: thin collections keep a label.
-LABEL_FRACTION = 0.4
-_WEIGHTS = [SUBTYPE_WEIGHTS[s] for s in HEMORRHAGE_SUBTYPES]
+VOLUME_RANGE_ML = (0.5, 60.0)
 
 
 def random_hemorrhages(
@@ -61,7 +54,7 @@ def random_hemorrhages(
     lo, hi = (math.log(v) for v in VOLUME_RANGE_ML)
     return [
         Hemorrhage(
-            subtype=str(rng.choice(HEMORRHAGE_SUBTYPES, p=_WEIGHTS)),
+            subtype=str(rng.choice(HEMORRHAGE_SUBTYPES)),
             volume_ml=round(math.exp(rng.uniform(lo, hi)), 2),
             side=str(rng.choice(SIDES)),
         )
@@ -69,7 +62,7 @@ def random_hemorrhages(
     ]
 
 
-def acquisition_grid(rng: np.random.Generator, *, matrix: int = 384) -> Grid:
+def acquisition_grid(rng: np.random.Generator, *, matrix: int = 256) -> Grid:
     """A head CT acquisition: thick (5 mm) or thin (2.5 mm) slices over 150-180 mm."""
     thick = rng.random() < 0.6
     slice_mm = 5.0 if thick else 2.5
@@ -83,10 +76,10 @@ def acquisition_grid(rng: np.random.Generator, *, matrix: int = 384) -> Grid:
 
 
 def ich_sample(
-    rng: np.random.Generator, *, config: SegmenterConfig = CONFIG, matrix: int = 384
+    rng: np.random.Generator, *, config: SegmenterConfig = CONFIG, matrix: int = 256
 ) -> Sample:
     grid = acquisition_grid(rng, matrix=matrix)
-    noise = float(rng.uniform(3.0, 16.0))
+    noise = float(rng.uniform(3.0, 14.0))
     for _ in range(5):
         hemorrhages = random_hemorrhages(rng)
         try:
@@ -96,6 +89,4 @@ def ich_sample(
             continue
     else:
         phantom = head_phantom(grid, [], rng, noise_hu=noise)
-    return to_model_grid(
-        phantom.hu, phantom.labels > 0, grid.spacing_zyx_mm, config, label_fraction=LABEL_FRACTION
-    )
+    return to_model_grid(phantom.hu, phantom.labels > 0, grid.spacing_zyx_mm, config)

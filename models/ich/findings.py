@@ -79,9 +79,12 @@ def findings_from_probability(
     reach = max(1, round(3.0 / min(dy, dx)))
     midline = _midline_x(volume, head)
     min_score = max(threshold, min_probability)
+    # Evidence outside every component (all under the threshold): under one half.
     findings: list[Finding] = []
     out = np.zeros(prob.shape, dtype=np.uint8)
-    study_probability = operating_probability(float(prob.max(initial=0.0)), min_score=min_score)
+    study_probability = operating_probability(
+        float(np.max(prob, where=~mask, initial=0.0)), min_score=min_score
+    )
     objects = ndimage.find_objects(labels)
     for index, box in enumerate(objects, start=1):
         if box is None:

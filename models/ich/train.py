@@ -16,14 +16,13 @@ from models.segmenter import SegmenterConfig
 from models.training import TrainingPlan, train_segmenter
 
 PLAN = TrainingPlan(
-    steps=5000,
-    patch_zyx=(16, 96, 96),
-    batch=4,
+    steps=4000,
+    patch_zyx=(16, 64, 64),
+    batch=6,
     learning_rate=5e-3,
     pool_size=64,
-    refresh_every=8,
+    refresh_every=4,
     positive_fraction=0.7,
-    hard_bank=128,
 )
 
 
@@ -35,7 +34,7 @@ def train(
     pool_size: int = PLAN.pool_size,
     patch_zyx: tuple[int, int, int] = PLAN.patch_zyx,
     batch: int = PLAN.batch,
-    matrix: int = 384,
+    matrix: int = 256,
     config: SegmenterConfig = CONFIG,
     name: str = "ich",
 ) -> dict[str, Path]:

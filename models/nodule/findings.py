@@ -184,7 +184,10 @@ def findings_from_probability(
     objects = ndimage.find_objects(labels)
     out = np.zeros(prob.shape, dtype=np.uint8)
     min_score = max(threshold, min_probability)
-    study = operating_probability(float(prob.max(initial=0.0)), min_score=min_score)
+    # Evidence outside every component (all under the threshold): under one half.
+    study = operating_probability(
+        float(np.max(prob, where=~mask, initial=0.0)), min_score=min_score
+    )
     if not objects:
         return [], out, study
     midline, z_range, y_range = _lung_geometry(volume)

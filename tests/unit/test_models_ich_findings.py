@@ -72,3 +72,22 @@ def test_no_lesion_gives_no_findings_and_low_probability() -> None:
     findings, labels, study_p = findings_from_probability(prob, volume)
     assert findings == [] and not labels.any()
     assert study_p == pytest.approx(0.1)
+
+
+def test_rejected_components_keep_the_study_under_one_half() -> None:
+    volume = _head()
+    speck = _ball(volume.hu.shape, (60.0, 80.0, 40.0), 2.0)  # ~0.03 mL
+    prob = np.where(speck, 0.99, 0.0).astype(np.float32)
+    findings, labels, study_p = findings_from_probability(prob, volume, min_volume_ml=0.1)
+    assert findings == [] and not labels.any()
+    assert 0.0 < study_p < 0.5
+
+
+def test_dense_components_are_not_blood() -> None:
+    volume = _head()
+    calcification = _ball(volume.hu.shape, (60.0, 80.0, 70.0), 6.0)
+    volume.hu[calcification] = 180.0
+    prob = np.where(calcification, 0.95, 0.0).astype(np.float32)
+    findings, _, study_p = findings_from_probability(prob, volume, max_median_hu=100.0)
+    assert findings == [] and study_p < 0.5
+    assert len(findings_from_probability(prob, volume)[0]) == 1

@@ -1,0 +1,40 @@
+"""Pre-processing of the segmenter: resampling to the model grid and HU windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.segmenter import SegmenterConfig, model_grid_shape, resample, window_channels
+
+
+def test_model_grid_shape_follows_physical_size() -> None:
+    assert model_grid_shape((36, 512, 512), (5.0, 0.49, 0.49), (5.0, 1.5, 1.5)) == (36, 167, 167)
+    assert model_grid_shape((160, 512, 512), (1.25, 0.49, 0.49), (5.0, 1.5, 1.5)) == (40, 167, 167)
+
+
+def test_mixed_resampling_averages_shrinking_axes_and_interpolates_growing_ones() -> None:
+    # 2.5 mm slices, 0.5 mm pixels onto a 1.5 mm grid: z grows, y and x shrink.
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.normal(0.0, 10.0, (20, 66, 66)).astype(np.float32))
+    out = resample(noise[None, None], (33, 22, 22))[0, 0]
+    assert tuple(out.shape) == (33, 22, 22)
+    # 3 x 3 in-plane averaging divides the noise SD by 3 (interpolating between slices
+    # lowers it a little more); plain trilinear picks every third pixel and keeps it.
+    assert 2.0 < float(out.std()) < 3.6
+    picked = torch.nn.functional.interpolate(
+        noise[None, None], size=(33, 22, 22), mode="trilinear", align_corners=False
+    )
+    assert float(picked.std()) > 7.0
+    flat = torch.full((1, 1, 20, 66, 66), 40.0)
+    assert torch.allclose(resample(flat, (33, 22, 22)), torch.tensor(40.0))
+
+
+def test_windows_scale_to_unit_range_per_channel() -> None:
+    config = SegmenterConfig(kind="ich", spacing_zyx=(5, 1, 1), windows=((0, 100), (-100, 300)))
+    hu = torch.tensor([[[-50.0, 50.0, 500.0]]])
+    ch = window_channels(hu, config.windows)
+    assert ch.shape == (2, 1, 1, 3)
+    assert ch[0].flatten().tolist() == [0.0, 0.5, 1.0]
+    assert ch[1].flatten().tolist() == pytest.approx([0.125, 0.375, 1.0])
