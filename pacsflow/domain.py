@@ -63,10 +63,12 @@ class Finding(BaseModel):
     volume_ml: float | None = None
     diameter_mm: float | None = None  # longest axial diameter
     mean_diameter_mm: float | None = None
+    solid_diameter_mm: float | None = None  # solid component of a part-solid nodule
     centroid_mm: tuple[float, float, float] | None = None  # patient coordinates (LPS)
     location: Location = Location()
     tracking_id: str | None = None
     tracking_uid: str | None = None
+    notes: list[str] = Field(default_factory=list)  # e.g. comparison with a prior exam
 
 
 class ModelRef(BaseModel):

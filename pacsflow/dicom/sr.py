@@ -109,6 +109,10 @@ NOT_FOR_CLINICAL_USE_TEXT = (
     "PRELIMINARY - NOT FOR CLINICAL USE: the model version is not approved for clinical use"
 )
 NOT_ANALYSED_PREFIX = "Not analysed: "
+COMPARISON_PREFIX = "Comparison: "
+SUBTYPE_PREFIX = "Subtype: "
+SOLID_PREFIX = "Solid component (mm): "
+CENTRE_PREFIX = "Centre (LPS, mm): "
 
 
 class SrFinding(BaseModel):
@@ -120,6 +124,10 @@ class SrFinding(BaseModel):
     tracking_id: str | None = None
     volume_ml: float | None = None
     diameter_mm: float | None = None
+    mean_diameter_mm: float | None = None
+    solid_diameter_mm: float | None = None
+    subtype: str | None = None
+    centroid_mm: tuple[float, float, float] | None = None
     probability: float | None = None
     segment_number: int | None = None
     seg_sop_instance_uid: str | None = None
@@ -144,6 +152,8 @@ class SrSummary(BaseModel):
     priority: str | None = None
     study_probability: float | None = None
     notes: list[str] = Field(default_factory=list)
+    comparison: list[str] = Field(default_factory=list)
+    prior_study_uids: list[str] = Field(default_factory=list)  # Pertinent Other Evidence
     findings: list[SrFinding] = Field(default_factory=list)
 
 
@@ -159,6 +169,8 @@ def build_sr(
     finding_kind: str | None = None,
     series_number: int = 901,
     seed_uid_entropy: str = "",
+    comparison: Sequence[str] = (),
+    prior_evidence: Sequence[pydicom.Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build the Comprehensive 3D SR (TID 1500) for one model result on one series.
 
@@ -166,6 +178,9 @@ def build_sr(
     None); a finding whose segment is in it gets a Referenced Segment. ``finding_kind``
     ("hemorrhage" | "nodule") is what the model looks for; it defaults to the kind of the
     findings, else "hemorrhage", and picks the procedure code and the Present/Absent concept.
+    ``comparison`` lines ("Comparison: ..." texts of the study group) describe the priors the
+    result was compared with; ``prior_evidence`` (see `evidence_reference`) lists instances of
+    those prior studies, recorded in the Pertinent Other Evidence Sequence.
     A study not analysed (``not_analysed_reasons`` given, or priority NOT_ANALYSED) must
     have no findings. Raises InvalidInputError on inconsistent input.
     """
@@ -197,6 +212,7 @@ def build_sr(
             study_probability=study_probability,
             reasons=reasons,
             seed_uid_entropy=seed_uid_entropy,
+            comparison=comparison,
         )
     ]
     source_series_uid = str(source_images[0].SeriesInstanceUID)
@@ -232,7 +248,7 @@ def build_sr(
         procedure_reported=PROCEDURE_CODES[kind],
         imaging_measurements=groups,
     )
-    evidence = [*source_images, *([seg] if seg is not None else [])]
+    evidence = [*source_images, *([seg] if seg is not None else []), *prior_evidence]
     seeds = (study_uid, model.name, model.version, seed_uid_entropy, "SR")
     description = f"AI result {model.name} {model.version}"
     if not model.approved:
@@ -310,6 +326,9 @@ def read_sr_summary(ds: pydicom.Dataset) -> SrSummary:
             numbers = segment.referenced_segment_numbers
             finding.segment_number = int(numbers[0]) if numbers else None
         summary.findings.append(finding)
+    summary.prior_study_uids = sorted(
+        {str(item.StudyInstanceUID) for item in ds.get("PertinentOtherEvidenceSequence", [])}
+    )
     order = _group_order(report)
     summary.findings.sort(
         key=lambda f: order.index(f.tracking_uid) if f.tracking_uid in order else len(order)
@@ -360,6 +379,7 @@ def _study_group(
     study_probability: float | None,
     reasons: list[str],
     seed_uid_entropy: str,
+    comparison: Sequence[str] = (),
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     state = {None: CODE_NOT_ANALYSED, True: CODE_PRESENT, False: CODE_ABSENT}[finding_present]
     evaluations = [
@@ -394,6 +414,7 @@ def _study_group(
     texts.extend(NOT_ANALYSED_PREFIX + reason for reason in reasons)
     if finding_present is None and not reasons:
         texts.append(NOT_ANALYSED_PREFIX + "no reason given")
+    texts.extend(COMPARISON_PREFIX + line for line in comparison)
     _add_texts(group, texts)
     return group
 
@@ -417,11 +438,17 @@ def _finding_sites(finding: Finding) -> list[hd.sr.FindingSite]:
 def _finding_texts(finding: Finding) -> list[str]:
     texts = []
     if finding.subtype:
-        texts.append(f"Subtype: {finding.subtype}")
+        texts.append(SUBTYPE_PREFIX + finding.subtype)
     if finding.location.compartment:
         texts.append(f"Compartment: {finding.location.compartment}")
     if finding.location.region:
         texts.append(f"Region: {finding.location.region}")
+    if finding.solid_diameter_mm is not None:
+        texts.append(f"{SOLID_PREFIX}{finding.solid_diameter_mm:.1f}")
+    if finding.centroid_mm is not None:
+        # Where the finding is, so a later exam can match it without the SEG.
+        texts.append(CENTRE_PREFIX + ", ".join(f"{c:.2f}" for c in finding.centroid_mm))
+    texts.extend(finding.notes)
     return texts
 
 
@@ -517,6 +544,19 @@ def _finding_group(
     return group
 
 
+def evidence_reference(
+    study_uid: str, series_uid: str, sop_class_uid: str, sop_instance_uid: str
+) -> pydicom.Dataset:
+    """The identifiers of one instance of another study, enough to list it as evidence
+    (e.g. a prior exam's image or SR found by QIDO) without retrieving it."""
+    ds = pydicom.Dataset()
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid
+    return ds
+
+
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -571,10 +611,34 @@ def _read_study_group(group: Template, summary: SrSummary) -> None:
         for t in summary.notes
         if t.startswith(NOT_ANALYSED_PREFIX)
     ]
+    summary.comparison = [
+        t.removeprefix(COMPARISON_PREFIX) for t in summary.notes if t.startswith(COMPARISON_PREFIX)
+    ]
+
+
+def _prefixed(texts: Sequence[str], prefix: str) -> str | None:
+    return next((t.removeprefix(prefix) for t in texts if t.startswith(prefix)), None)
+
+
+def _mean_diameter(group: Template) -> float | None:
+    for measurement in group.get_measurements(name=CODE_DIAMETER):
+        if _key(measurement.derivation) == _key(CODE_MEAN):
+            return float(measurement.value) * _MM.get(measurement.unit.value, 1.0)
+    return None
 
 
 def _read_finding_group(group: Template) -> SrFinding:
     finding_type = group.finding_type
+    notes = _texts(group)
+    centre = _prefixed(notes, CENTRE_PREFIX)
+    solid = _prefixed(notes, SOLID_PREFIX)
+    centroid = None
+    if centre is not None:
+        try:
+            x, y, z = (float(v) for v in centre.split(","))
+            centroid = (x, y, z)
+        except ValueError:
+            centroid = None  # written by something else: the finding just has no centre
     return SrFinding(
         kind=_KIND_BY_CODE.get(_key(finding_type)),
         finding_type=finding_type.meaning if finding_type is not None else "",
@@ -582,9 +646,13 @@ def _read_finding_group(group: Template) -> SrFinding:
         tracking_id=group.tracking_identifier,
         volume_ml=_measurement_value(group, CODE_VOLUME, _ML),
         diameter_mm=_measurement_value(group, CODE_DIAMETER, _MM),
+        mean_diameter_mm=_mean_diameter(group),
+        solid_diameter_mm=float(solid) if solid is not None else None,
+        subtype=_prefixed(notes, SUBTYPE_PREFIX),
+        centroid_mm=centroid,
         probability=_measurement_value(group, CODE_PROBABILITY, _UNITLESS),
         sites=[_site_text(site) for site in group.finding_sites],
-        notes=_texts(group),
+        notes=notes,
     )
 
 

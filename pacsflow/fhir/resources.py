@@ -298,6 +298,7 @@ def build_result_bundle(
     ehr_patient_reference: str | None = None,
     patient_id_system: str | None = None,
     finding_kind: str | None = None,
+    extra_resources: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Transaction Bundle with the AI result for the EHR (FHIR R4 JSON).
 
@@ -305,8 +306,9 @@ def build_result_bundle(
     conclusion = ``report_text``, the study by ``urn:dicom:uid`` identifier, accession as an
     ACSN identifier); one Observation per finding (volume in mL, interpretation AA when the
     priority is critical, else A), or one Observation "absent" (interpretation N) for a normal
-    study, none for a study not analysed; a Flag only when the priority is critical.
-    ``issued`` must be time-zone aware. Raises InvalidInputError on invalid input.
+    study, none for a study not analysed; a Flag only when the priority is critical; then
+    ``extra_resources`` (each with an identifier for its conditional create). ``issued`` must
+    be time-zone aware. Raises InvalidInputError on invalid input.
     """
     kind = _kind(findings, finding_kind)
     if priority == Priority.NOT_ANALYSED and findings:
@@ -369,6 +371,8 @@ def build_result_bundle(
                 "author": _device(model),
             }
         )
+    # e.g. the follow-up pathway's coordinator Task: one transaction, one delivery.
+    resources.extend(extra_resources)
     return transaction_bundle(resources)
 
 

@@ -18,16 +18,23 @@ import pandas as pd
 from pacsflow.pathways.headers import InstanceHeader
 
 HEAD_DESCRIPTION = re.compile(r"(?i)\b(head|brain|cerebr\w*|skull|kopf|sch[aä]del|neuro|cranial)\b")
-HEAD_BODY_PARTS = {"HEAD", "BRAIN", "SKULL"}
+HEAD_BODY_PARTS = frozenset({"HEAD", "BRAIN", "SKULL"})
+CHEST_DESCRIPTION = re.compile(r"(?i)\b(chest|thorax|thoracic|lung\w*|ldct|pulmo\w*)\b")
+CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "CHEST_ABDOMEN"})
 NO_CONTRAST = {"", "NONE", "NO", "N/A", "NA"}
 
 
 @dataclass(frozen=True)
 class HeaderSuite:
-    """Bounds of the non-contrast head CT suite (configurable per site)."""
+    """Bounds of a pathway's header suite; the defaults are the non-contrast head CT's
+    (configurable per site)."""
 
     name: str = "non_contrast_head_ct"
     modality: str = "CT"
+    region: str = "head/brain"
+    body_parts: frozenset[str] = HEAD_BODY_PARTS
+    description_pattern: re.Pattern[str] = HEAD_DESCRIPTION
+    require_no_contrast: bool = True
     min_slice_thickness_mm: float = 0.5
     max_slice_thickness_mm: float = 6.0
     min_pixel_spacing_mm: float = 0.2
@@ -42,7 +49,22 @@ class ValidationOutcome:
     table_rows: int = 0
 
 
-def header_table(headers: Sequence[InstanceHeader]) -> pd.DataFrame:
+# Chest CT for nodules: contrast does not hide a nodule, thin slices are the norm.
+CHEST_CT_SUITE = HeaderSuite(
+    name="chest_ct",
+    region="chest",
+    body_parts=CHEST_BODY_PARTS,
+    description_pattern=CHEST_DESCRIPTION,
+    require_no_contrast=False,
+    max_slice_thickness_mm=3.0,
+    max_pixel_spacing_mm=1.0,
+    min_slices=20,
+)
+
+
+def header_table(
+    headers: Sequence[InstanceHeader], spec: HeaderSuite = HeaderSuite()
+) -> pd.DataFrame:
     """One row per instance, sorted by position along z (axial series)."""
     rows = []
     for h in headers:
@@ -52,12 +74,12 @@ def header_table(headers: Sequence[InstanceHeader]) -> pd.DataFrame:
                 "contrast_free": h.contrast_agent.strip().upper() in NO_CONTRAST,
                 "slice_thickness": h.slice_thickness,
                 "pixel_spacing": h.pixel_spacing[0] if h.pixel_spacing else None,
-                "head_region": h.body_part in HEAD_BODY_PARTS
+                "in_region": h.body_part in spec.body_parts
                 or bool(
                     not h.body_part
                     and (
-                        HEAD_DESCRIPTION.search(h.series_description)
-                        or HEAD_DESCRIPTION.search(h.study_description)
+                        spec.description_pattern.search(h.series_description)
+                        or spec.description_pattern.search(h.study_description)
                     )
                 ),
                 "z_position": h.position[2] if h.position and len(h.position) == 3 else None,
@@ -96,10 +118,15 @@ def _suite(spec: HeaderSuite) -> tuple[Any, dict[str, str]]:
             e.ExpectColumnValuesToBeInSet(column="modality", value_set=[spec.modality]),
             f"modality is not {spec.modality}",
         ),
-        (
-            e.ExpectColumnValuesToBeInSet(column="contrast_free", value_set=[True]),
-            "contrast agent recorded (ContrastBolusAgent): not a non-contrast study",
-        ),
+    ]
+    if spec.require_no_contrast:
+        checks.append(
+            (
+                e.ExpectColumnValuesToBeInSet(column="contrast_free", value_set=[True]),
+                "contrast agent recorded (ContrastBolusAgent): not a non-contrast study",
+            )
+        )
+    checks += [
         (
             e.ExpectColumnValuesToBeBetween(
                 column="slice_thickness",
@@ -118,8 +145,8 @@ def _suite(spec: HeaderSuite) -> tuple[Any, dict[str, str]]:
             f"pixel spacing outside {spec.min_pixel_spacing_mm}-{spec.max_pixel_spacing_mm} mm",
         ),
         (
-            e.ExpectColumnValuesToBeInSet(column="head_region", value_set=[True]),
-            "body part is not head/brain and cannot be inferred from the descriptions",
+            e.ExpectColumnValuesToBeInSet(column="in_region", value_set=[True]),
+            f"body part is not {spec.region} and cannot be inferred from the descriptions",
         ),
         (
             e.ExpectColumnValuesToNotBeNull(column="z_position"),
@@ -150,7 +177,7 @@ def _key(kind: str, column: str | None) -> str:
 def validate_headers(
     headers: Sequence[InstanceHeader], spec: HeaderSuite = HeaderSuite()
 ) -> ValidationOutcome:
-    table = header_table(headers)
+    table = header_table(headers, spec)
     if table.empty:
         return ValidationOutcome(False, ["no instances in the selected series"], 0)
     batch_definition = _batch_definition()  # creates the context the suite needs

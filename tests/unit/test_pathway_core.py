@@ -14,7 +14,7 @@ from pacsflow.governance.audit import AuditLog
 from pacsflow.pathways.headers import InstanceHeader
 from pacsflow.pathways.series_selection import select_series
 from pacsflow.pathways.triage import decide
-from pacsflow.pathways.validation import validate_headers
+from pacsflow.pathways.validation import CHEST_CT_SUITE, validate_headers
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
@@ -80,6 +80,17 @@ def test_validation_passes_a_plain_head_ct_and_names_each_failure() -> None:
     inferred = validate_headers(_series("1.2", 36, desc="Routine BRAIN", body=""))
     assert inferred.passed  # body part missing, inferred from the description
     thick = validate_headers(_series("1.2", 20, desc="Head", thickness=10.0))
+    assert any("thickness" in r for r in thick.reasons)
+
+
+def test_chest_suite_accepts_contrast_and_thin_slices_but_not_a_head() -> None:
+    chest = _series("1.2", 200, desc="Thorax 1.25", body="CHEST", thickness=1.25)
+    assert validate_headers(chest, CHEST_CT_SUITE).passed
+    enhanced = _series("1.2", 200, desc="CT chest", body="", thickness=1.25, contrast="Iomeron")
+    assert validate_headers(enhanced, CHEST_CT_SUITE).passed  # region from the description
+    head = validate_headers(_series("1.2", 200, desc="Head", thickness=1.25), CHEST_CT_SUITE)
+    assert head.reasons == ["body part is not chest and cannot be inferred from the descriptions"]
+    thick = validate_headers(_series("1.2", 40, desc="Chest", body="CHEST"), CHEST_CT_SUITE)
     assert any("thickness" in r for r in thick.reasons)
 
 

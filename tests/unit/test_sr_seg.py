@@ -17,6 +17,7 @@ from pacsflow.dicom.sr import (
     AI_GENERATED_TEXT,
     NOT_FOR_CLINICAL_USE_TEXT,
     build_sr,
+    evidence_reference,
     read_sr_summary,
 )
 from pacsflow.domain import Finding, Location, ModelRef, Priority
@@ -347,6 +348,46 @@ def test_sr_of_a_nodule_without_segment_keeps_volume_and_diameter(ct: list[Datas
         item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121058"
     ]
     assert procedure[0].ConceptCodeSequence[0].CodeValue == "24627-2"
+
+
+def test_sr_of_a_followup_nodule_keeps_identity_centre_and_comparison(ct: list[Dataset]) -> None:
+    prior = evidence_reference(
+        "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2", CTImageStorage, "1.2.3.4"
+    )
+    nodule = Finding(
+        kind="nodule",
+        subtype="part-solid",
+        probability=0.9,
+        volume_ml=0.9,
+        diameter_mm=13.0,
+        mean_diameter_mm=11.5,
+        solid_diameter_mm=6.2,
+        centroid_mm=(-80.5, 20.25, -210.0),
+        tracking_id="N1",
+        tracking_uid="1.2.826.0.1.3680043.8.498.77",
+        notes=["Prior 2025-01-03: mean diameter 9.0 mm, +2.5 mm"],
+    )
+    model = ModelRef(name="nodule-net", version="2")
+    sr = build_sr(
+        ct,
+        [nodule],
+        model,
+        seg=None,
+        study_probability=0.9,
+        priority=Priority.URGENT,
+        comparison=["2025-01-03 (1.2.826.0.1.3680043.8.498.1)"],
+        prior_evidence=[prior],
+    )
+
+    summary = read_sr_summary(sr)
+    (finding,) = summary.findings
+    assert (finding.tracking_id, finding.tracking_uid) == ("N1", "1.2.826.0.1.3680043.8.498.77")
+    assert finding.centroid_mm == pytest.approx((-80.5, 20.25, -210.0))
+    assert finding.mean_diameter_mm == pytest.approx(11.5)
+    assert (finding.subtype, finding.solid_diameter_mm) == ("part-solid", pytest.approx(6.2))
+    assert "Prior 2025-01-03: mean diameter 9.0 mm, +2.5 mm" in finding.notes
+    assert summary.comparison == ["2025-01-03 (1.2.826.0.1.3680043.8.498.1)"]
+    assert summary.prior_study_uids == ["1.2.826.0.1.3680043.8.498.1"]
 
 
 def test_read_sr_summary_refuses_an_image(ct: list[Dataset]) -> None:
