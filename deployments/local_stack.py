@@ -25,6 +25,7 @@ from pacsflow.db.session import make_engine, make_sessionmaker
 from pacsflow.db.tables import PathwayRun, Writeback
 from pacsflow.errors import StackError
 from pacsflow.fhir.test_server import FhirTestServer, run_fhir_test_server
+from pacsflow.gateway.dispatcher import DEPLOYMENTS
 from pacsflow.hl7.test_peer import RecordingRisPeer
 from pacsflow.orchestration.prefect_api import PrefectApi
 from pacsflow.stack import stack
@@ -40,9 +41,12 @@ class LocalStack:
     pager: NotificationReceiver
     sessions: sessionmaker[Session]
 
-    def send(self, folder: Path, *, to_archive: bool = True) -> None:
-        """What the field topology does: the study lands in the archive and the gateway."""
+    def send(self, folder: Path, *, to_archive: bool = True, to_gateway: bool = True) -> None:
+        """What the field topology does: the study lands in the archive and the gateway
+        (an old study, e.g. a prior, only in the archive)."""
         targets = [(self.settings.gateway.dicom_port, self.settings.gateway.aet)]
+        if not to_gateway:
+            targets = []
         if to_archive:
             targets.insert(0, (self.settings.orthanc.dicom_port, self.settings.orthanc.aet))
         for port, aet in targets:
@@ -136,7 +140,8 @@ def local_stack(
                 echo(f"  model {name}: version {info.version} is champion (approved by {who})")
             try:
                 stack.up(settings, echo=echo)
-                _wait_for_deployment(settings, "stroke-triage/stroke-triage", 180)
+                for name in DEPLOYMENTS.values():
+                    _wait_for_deployment(settings, name, 180)
                 yield LocalStack(
                     settings, ris, ehr, pager, make_sessionmaker(make_engine(settings.database_url))
                 )

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from pacsflow.domain import InferenceResult, ModelRef, Priority, TriageDecision
 from pacsflow.errors import NotAnalysableError
 from pacsflow.governance.audit import AuditLog
+from pacsflow.governance.drift import inference_features
 from pacsflow.pathways.outcomes import record_outcome
 from pacsflow.pathways.report import draft_report
 from pacsflow.pathways.triage import decide
@@ -111,6 +112,31 @@ def _analyse(
     return result, decide(result, env().settings.triage)
 
 
+def _features(
+    study_uid: str,
+    series_uid: str | None,
+    series_count: int,
+    model: ModelRef,
+    result: InferenceResult | None,
+    timings: dict[str, Any],
+) -> dict[str, Any]:
+    """What monitoring needs of the run: header and image features (drift), whether the
+    series could be read, and the model's wall and CPU seconds (usage and cost)."""
+    features: dict[str, Any] = {
+        "series_uid": series_uid,
+        "series_count": series_count,
+        "model_name": model.name,
+        "validation_passed": result is not None,
+    }
+    if result is not None:
+        timings["inference_s"], timings["inference_cpu_s"] = result.seconds, result.cpu_seconds
+        return features | result.features
+    if series_uid is not None:  # not analysed: still visible by vendor and kernel
+        headers = [h for h in env().source.headers(study_uid) if h.series_uid == series_uid]
+        features |= inference_features(headers, None)
+    return features
+
+
 def _triage(
     study_uid: str,
     accession_number: str | None,
@@ -178,7 +204,9 @@ def _triage(
         outcome=outcome,
         reasons=decision.reasons + failures,
         timings=timings,
-        features={"series_uid": selection.series_uid, "series_count": ctx.series_count},
+        features=_features(
+            study_uid, selection.series_uid, ctx.series_count, model, result, timings
+        ),
         score=result.study_probability if result else None,
         flow_run_id=run_id,
     )

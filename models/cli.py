@@ -93,6 +93,24 @@ def add_parser(sub: SubParsers) -> None:
     bs.add_argument("--approver", default="pacsflow-demo")
     bs.set_defaults(handler=run_bootstrap)
 
+    fb = msub.add_parser(
+        "feedback",
+        help="radiologists' feedback per model version: PPV, agreement, overrides",
+        description="Feedback labels (confirm / reject / override) joined to the inference "
+        "outcome they judged, per model name and version.",
+    )
+    fb.add_argument("--json", action="store_true", help="machine-readable output")
+    fb.add_argument(
+        "--log", action="store_true", help="log the metrics on each version's MLflow run"
+    )
+    fb.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="write the retraining set (feedback_labels.csv/.jsonl: identifiers and labels)",
+    )
+    fb.set_defaults(handler=run_feedback)
+
 
 def _registry(settings: Settings) -> Any:
     from models.registry import Registry
@@ -253,4 +271,68 @@ def run_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
         settings.mlflow_tracking_uri, approver=args.approver
     ).items():
         print(f"{key}: {info.name} v{info.version} champion (run {info.run_id})")
+    return 0
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli:unknown"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
+    from pacsflow.governance.audit import AuditLog
+    from pacsflow.governance.feedback_metrics import (
+        feedback_metrics,
+        load_feedback_cases,
+        write_retraining_set,
+    )
+
+    upgrade(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    cases = load_feedback_cases(sessions)
+    metrics = feedback_metrics(cases)
+    result: dict[str, Any] = {"models": [m.as_dict() for m in metrics]}
+    if args.log:
+        from models.feedback_logging import log_feedback_metrics
+
+        logged = log_feedback_metrics(settings.mlflow_tracking_uri, metrics)
+        result["logged"] = [vars(item) for item in logged]
+    if args.export:
+        export = write_retraining_set(cases, args.export)
+        AuditLog(sessions).append(
+            _operator(),
+            "feedback.export",
+            str(args.export),
+            {"rows": export.rows, "files": [export.csv.name, export.jsonl.name]},
+        )
+        result["export"] = {"csv": str(export.csv), "jsonl": str(export.jsonl), "rows": export.rows}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not metrics:
+        print("no feedback labels yet")
+    for m in metrics:
+        print(
+            f"{m.model_name} v{m.model_version}: {m.decisions} "
+            f"decision{'' if m.decisions == 1 else 's'} "
+            f"(confirm {m.confirmed}, reject {m.rejected}, override {m.overridden}); "
+            f"PPV {_rate(m.ppv)} of {m.ai_positive_decided} AI positives, "
+            f"NPV {_rate(m.npv)} of {m.ai_negative_decided} AI negatives, "
+            f"agreement {_rate(m.agreement_rate)}, override rate {_rate(m.override_rate)}"
+        )
+    for item in result.get("logged", []):
+        where = f"run {item['run_id']}" if item["run_id"] else f"skipped: {item['skipped']}"
+        print(f"logged {item['model_name']} v{item['model_version']}: {where}")
+    if "export" in result:
+        e = result["export"]
+        print(f"retraining set: {e['rows']} rows -> {e['csv']}, {e['jsonl']}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -86,7 +87,10 @@ class InferenceResult(BaseModel):
     model: ModelRef
     study_probability: float = Field(ge=0.0, le=1.0)
     findings: list[Finding] = Field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall seconds of the model call (read + inference + findings)
+    cpu_seconds: float = 0.0  # process CPU seconds of it (usage and cost reporting)
+    # Header and image features of the analysed series (drift monitoring), no PHI.
+    features: dict[str, Any] = Field(default_factory=dict)
 
 
 class TriageDecision(BaseModel):

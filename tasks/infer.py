@@ -2,38 +2,68 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from prefect import task
 
 from pacsflow.domain import InferenceResult, ModelRef
+from pacsflow.governance.drift import body_intensity_stats, inference_features
+from pacsflow.governance.usage import CpuClock
 from tasks._runtime import env, transient_only
 
 ICH_MODEL = "pacsflow-ich"
+NODULE_MODEL = "pacsflow-nodule"
+
+
+def _analyser(kind: str) -> Callable[..., tuple[InferenceResult, np.ndarray, Any]]:
+    if kind == "nodule":
+        from models.nodule.analyse import analyse_series as nodule_series
+
+        return nodule_series
+    from models.ich.analyse import analyse_series as ich_series
+
+    return ich_series
+
+
+def run_model(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResult:
+    """Run the given model version (the champion resolved once at the start of the run,
+    so a promotion during the run cannot mix versions in one result) on one series, and
+    keep its label map for the SEG."""
+    from models.registry import load_version
+
+    e = env()
+    segmenter = load_version(e.settings.mlflow_tracking_uri, model.name, model.version)
+    with CpuClock() as clock:
+        datasets, _origin = e.source.series_datasets(study_uid, series_uid)
+        result, labels, volume = _analyser(segmenter.config.kind)(datasets, segmenter, model)
+    np.savez_compressed(
+        e.results_dir(study_uid, model) / "labels.npz",
+        labels=labels,
+        sop_uids=np.array(volume.sop_instance_uids),
+    )
+    result.seconds, result.cpu_seconds = round(clock.wall_s, 3), round(clock.process_s, 3)
+    headers = [h for h in e.source.headers(study_uid) if h.series_uid == series_uid]
+    result.features = inference_features(headers, body_intensity_stats(volume.hu))
+    return result
 
 
 @task(
     name="infer-ich", retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=transient_only
 )
 def infer_ich(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResult:
-    """Run the given model version (the champion resolved once at the start of the run,
-    so a promotion during the run cannot mix versions in one result)."""
-    from models.ich.analyse import analyse_series
-    from models.registry import load_version
+    return run_model(study_uid, series_uid, model)
 
-    e = env()
-    segmenter = load_version(e.settings.mlflow_tracking_uri, model.name, model.version)
-    started = time.perf_counter()
-    datasets, _origin = e.source.series_datasets(study_uid, series_uid)
-    result, labels, volume = analyse_series(datasets, segmenter, model)
-    np.savez_compressed(
-        e.results_dir(study_uid, model) / "labels.npz",
-        labels=labels,
-        sop_uids=np.array(volume.sop_instance_uids),
-    )
-    result.seconds = time.perf_counter() - started
-    return result
+
+@task(
+    name="infer-nodule",
+    retries=3,
+    retry_delay_seconds=[2, 5, 10],
+    retry_condition_fn=transient_only,
+)
+def infer_nodule(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResult:
+    return run_model(study_uid, series_uid, model)
 
 
 @task(name="champion-version", retries=2, retry_delay_seconds=[2, 5])
@@ -54,4 +84,5 @@ def warm_up() -> None:
     """Load the champion models before the first study arrives (called by the runner)."""
     from models.registry import load_by_alias
 
-    load_by_alias(env().settings.mlflow_tracking_uri, ICH_MODEL)
+    for name in (ICH_MODEL, NODULE_MODEL):
+        load_by_alias(env().settings.mlflow_tracking_uri, name)

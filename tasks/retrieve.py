@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import task
+from datetime import datetime
+
+from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from pacsflow.domain import OrderContext
 from pacsflow.pathways.series_selection import SelectionRules, select_series
-from pacsflow.pathways.validation import ValidationOutcome, validate_headers
+from pacsflow.pathways.validation import HeaderSuite, ValidationOutcome, validate_headers
 from tasks._runtime import env, transient_only
 
 
@@ -19,6 +21,10 @@ class StudyContext(BaseModel):
     modalities: list[str]
     order: OrderContext | None = None
     priors: list[dict[str, str]] = []
+    # Where the priors came from: "prefetched" (by the gateway when the order arrived, so
+    # the run started warm), "queried" (QIDO at run time) or "none" (nothing to look for).
+    priors_source: str = "none"
+    priors_fetched_at: datetime | None = None
     series_count: int = 0
 
 
@@ -41,6 +47,11 @@ def study_context(study_uid: str, accession_number: str | None) -> StudyContext:
     accession = accession_number or (first.accession_number if first else "")
     patient = first.patient_id if first else ""
     date = first.study_date if first else ""
+    priors = e.source.prior_studies(patient, date, accession_number=accession)
+    # In the run's log: whether the run started warm (priors prefetched with the order).
+    get_run_logger().info(
+        "study %s: %d prior(s), %s", accession or study_uid, len(priors.studies), priors.source
+    )
     return StudyContext(
         study_uid=study_uid,
         accession_number=accession,
@@ -48,7 +59,9 @@ def study_context(study_uid: str, accession_number: str | None) -> StudyContext:
         study_date=date,
         modalities=sorted({h.modality for h in headers}),
         order=e.source.order(accession),
-        priors=e.source.priors(patient, date),
+        priors=priors.rows(),
+        priors_source=priors.source,
+        priors_fetched_at=priors.fetched_at,
         series_count=len({h.series_uid for h in headers}),
     )
 
@@ -74,6 +87,8 @@ def choose_series(study_uid: str, target_thickness_mm: float = 5.0) -> SeriesSel
     retry_delay_seconds=[2, 5, 10, 20],
     retry_condition_fn=transient_only,
 )
-def validate_series(study_uid: str, series_uid: str) -> ValidationOutcome:
+def validate_series(
+    study_uid: str, series_uid: str, suite: HeaderSuite | None = None
+) -> ValidationOutcome:
     headers = [h for h in env().source.headers(study_uid) if h.series_uid == series_uid]
-    return validate_headers(headers)
+    return validate_headers(headers, suite or HeaderSuite())

@@ -37,6 +37,8 @@ def analyse_volume(
         min_diameter_mm=float(extra.get("min_diameter_mm", 3.0)),
         band_mm=float(extra.get("refine_band_mm", 1.5)),
         min_probability=float(extra.get("min_probability", 0.0)),
+        min_roundness=float(extra.get("min_roundness", 0.0)),
+        max_contact=float(extra.get("max_contact", 1.0)),
     )
 
 

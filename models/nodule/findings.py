@@ -7,6 +7,19 @@ perpendicular short axis on the same slice, mean diameter = (long + short) / 2, 
 (mm3 and mL), centre in patient coordinates (LPS), and the type (solid / part-solid /
 ground-glass) from the share of solid-density voxels inside the nodule.
 
+Vessels: the network also fires on pulmonary vessel segments and branch points, near the
+hila most of all. Two measures of the dense object around each component tell them
+apart (issue #3; thresholds chosen on validation studies, see models/weights/nodule.json):
+- roundness: sqrt(smallest / largest principal variance) of the object the image shows
+  up to ROUNDNESS_REACH_MM beyond the nodule, in 3D (1 for a sphere, about 0.3 for a tube
+  three times as long as it is wide). Looking a little beyond the nodule completes a
+  nodule the network only half covered, and follows a vessel out of the component.
+- contact: the share of the nodule's surroundings (up to CONTACT_REACH_MM) that is as
+  dense as the nodule's edge rather than aerated lung. A vessel continues beyond the
+  component; a nodule sits in lung. Caution: a nodule against the pleura or the
+  mediastinum (juxtapleural) has a high contact too; the synthetic studies place none
+  there, so on images that may have them keep max_contact off (1.0).
+
 Diameters follow one convention: centre-to-centre distance of the two farthest voxels
 plus one pixel (edge to edge).
 """
@@ -19,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from models.scoring import operating_probability
+from models.scoring import FLOOR, operating_probability
 from models.volume import Volume
 from pacsflow.domain import Finding, Location
 
@@ -27,6 +40,9 @@ SOLID_HU = -300.0  # denser than this is solid tissue (ground glass stays well b
 LUNG_HU = -500.0  # aerated lung is below this
 SOLID_INTERIOR_SHARE = 0.6  # solid: most of the nodule's interior is solid density
 GROUND_GLASS_SOLID_SHARE = 0.02  # ground glass: (almost) no solid voxel at all
+ROUNDNESS_REACH_MM = 3.0  # how far beyond the nodule its shape is judged
+CONTACT_REACH_MM = 5.0  # how far beyond the nodule its surroundings are looked at
+MIN_CONTRAST_HU = 80.0  # nodule vs lung: less, and the image cannot draw the boundary
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,12 @@ class NoduleMeasurement:
     @property
     def mean_diameter_mm(self) -> float:
         return (self.longest_axial_mm + self.short_axis_mm) / 2.0
+
+    @property
+    def solid_diameter_mm(self) -> float:
+        """Diameter of the sphere with the solid component's volume (Lung-RADS sizes the
+        solid part of a part-solid nodule separately)."""
+        return float((6.0 * self.solid_share * self.volume_mm3 / np.pi) ** (1.0 / 3.0))
 
 
 def axial_diameters(points_mm: np.ndarray) -> tuple[float, float]:
@@ -67,6 +89,68 @@ def axial_diameters(points_mm: np.ndarray) -> tuple[float, float]:
     u = (candidates[b] - candidates[a]) / long_mm
     across = points_mm @ np.array([-u[1], u[0]])
     return long_mm, float(across.max() - across.min())
+
+
+def roundness(mask: np.ndarray, spacing_zyx: tuple[float, float, float]) -> float:
+    """sqrt(smallest / largest eigenvalue) of the covariance of the voxel positions in mm.
+
+    Each voxel counts as a box, not a point (its own variance, spacing**2 / 12 along
+    each axis, is added), so that a small nodule on thick slices is not called flat only
+    because it covers few slices. 1.0 for a sphere, about 0.3 for a cylinder three times
+    as long as it is wide, 0 for a line."""
+    k, i, j = np.nonzero(mask)
+    if k.size == 0:
+        return 0.0
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    points = np.column_stack((k, i, j)) * spacing
+    centred = points - points.mean(axis=0)
+    cov = centred.T @ centred / k.size + np.diag(spacing**2 / 12.0)
+    eig = np.linalg.eigvalsh(cov)  # ascending
+    return float(np.sqrt(max(eig[0], 0.0) / eig[-1]))
+
+
+@dataclass(frozen=True)
+class Surroundings:
+    roundness: float  # of the dense object up to ROUNDNESS_REACH_MM beyond the nodule
+    contact: float  # share of the CONTACT_REACH_MM shell around the nodule that is dense
+
+    def within_limits(self, min_roundness: float, max_contact: float) -> float:
+        """1.0: within both limits (a nodule); under 1.0: outside one of them (a vessel),
+        the lower the clearer. A limit at its default (0.0, 1.0) is off."""
+        within = 1.0
+        if min_roundness > 0.0:
+            within = min(within, self.roundness / min_roundness)
+        if max_contact < 1.0:
+            within = min(within, (1.0 - self.contact) / (1.0 - max_contact))
+        return within
+
+
+def surroundings(
+    component: np.ndarray,
+    nodule: np.ndarray,
+    hu: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+) -> Surroundings:
+    """Shape and contact of a nodule (masks on the crop `hu`, which must reach at least
+    CONTACT_REACH_MM beyond them). Dense means at least half-way between the component's
+    median HU and the lung around the nodule, the cut refine() draws the nodule with."""
+    distance = ndimage.distance_transform_edt(~nodule, sampling=spacing_zyx)
+    shell = (distance > 0.0) & (distance <= CONTACT_REACH_MM)
+    lung = hu[shell & (hu < LUNG_HU)]
+    lesion_hu = float(np.median(hu[component])) if component.any() else LUNG_HU
+    if lung.size < 8:  # no lung around it: not a lung nodule's surroundings
+        return Surroundings(roundness(nodule, spacing_zyx), contact=1.0)
+    lung_hu = float(np.median(lung))
+    if lesion_hu - lung_hu < MIN_CONTRAST_HU:  # too faint to tell its edge: no evidence
+        return Surroundings(roundness(nodule, spacing_zyx), contact=0.0)
+    dense = hu >= (lesion_hu + lung_hu) / 2.0
+    near = dense & (distance <= ROUNDNESS_REACH_MM) | nodule
+    labels, _ = ndimage.label(near)
+    touching = np.unique(labels[nodule])
+    shape = np.isin(labels, touching[touching > 0])
+    return Surroundings(
+        roundness=roundness(shape, spacing_zyx), contact=float(np.mean(dense[shell]))
+    )
 
 
 def nodule_type(solid_share: float, solid_interior_share: float) -> str:
@@ -165,6 +249,13 @@ def lobe(side: str, height: float, depth: float) -> str:
     return "left lower lobe" if lower else "left upper lobe"
 
 
+def _pad(box: tuple[slice, ...], pad: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(
+        slice(max(0, b.start - p), min(n, b.stop + p))
+        for b, p, n in zip(box, pad, shape, strict=True)
+    )
+
+
 def findings_from_probability(
     prob: np.ndarray,
     volume: Volume,
@@ -173,12 +264,15 @@ def findings_from_probability(
     min_diameter_mm: float = 3.0,
     band_mm: float = 1.5,
     min_probability: float = 0.0,
+    min_roundness: float = 0.0,
+    max_contact: float = 1.0,
 ) -> tuple[list[Finding], np.ndarray, float]:
     """Returns (findings largest first, label map on the source grid (0 none, i finding i),
     study probability). Components whose longest axial diameter is under min_diameter_mm
     are noise, not findings, as are those whose 95th-percentile probability is under
-    min_probability. Probabilities are on the operating scale of models.scoring: a
-    finding has >= 0.5, a study without one < 0.5."""
+    min_probability; those less round than min_roundness or with more dense contact than
+    max_contact are vessels (see `surroundings`). Probabilities are on the operating scale
+    of models.scoring: a finding has >= 0.5, a study without one < 0.5."""
     mask = prob >= threshold
     labels, _ = ndimage.label(mask)
     objects = ndimage.find_objects(labels)
@@ -191,31 +285,45 @@ def findings_from_probability(
     if not objects:
         return [], out, study
     midline, z_range, y_range = _lung_geometry(volume)
-    margin = max(2, round(band_mm / min(volume.spacing_zyx[1:])) + 1)
+    spacing = volume.spacing_zyx
+    margin = max(2, round(band_mm / min(spacing[1:])) + 1)
+    judge_shape = min_roundness > 0.0 or max_contact < 1.0
+    # Room around a nodule for its surroundings: the band refine() may add, then the shell.
+    context = tuple(int(np.ceil((band_mm + CONTACT_REACH_MM) / d)) + 1 for d in spacing)
     found: list[tuple[Finding, tuple[slice, ...], np.ndarray]] = []
     for index, box in enumerate(objects, start=1):
         if box is None:
             continue
-        grown = tuple(
-            slice(
-                max(0, s.start - (1 if a == 0 else margin)),
-                min(n, s.stop + (1 if a == 0 else margin)),
-            )
-            for a, (s, n) in enumerate(zip(box, prob.shape, strict=True))
-        )
+        grown = _pad(box, (1, margin, margin), prob.shape)
         component = labels[grown] == index
         score = float(np.percentile(prob[grown][component], 95))
         if score < min_score:
             study = max(study, operating_probability(score, min_score=min_score))
             continue
         hu = volume.hu[grown]
-        nodule = refine(component, hu, volume.spacing_zyx, band_mm)
-        m = measure(nodule, hu, volume.spacing_zyx)
+        nodule = refine(component, hu, spacing, band_mm)
+        m = measure(nodule, hu, spacing)
         p = operating_probability(
             score, min_score=min_score, size=m.longest_axial_mm, min_size=min_diameter_mm
         )
+        vessel = False
+        if judge_shape and m.longest_axial_mm >= min_diameter_mm:
+            wide = _pad(box, context, prob.shape)
+            inner = tuple(
+                slice(g.start - w.start, g.stop - w.start) for g, w in zip(grown, wide, strict=True)
+            )
+            wide_component = labels[wide] == index
+            wide_nodule = np.zeros_like(wide_component)
+            wide_nodule[inner] = nodule
+            around = surroundings(wide_component, wide_nodule, volume.hu[wide], spacing)
+            within = around.within_limits(min_roundness, max_contact)
+            if within < 1.0:
+                # A vessel: under one half, the less nodule-like the lower, so that only
+                # near misses reach the review band.
+                vessel = True
+                p = min(p, FLOOR, 0.5 * within)
         study = max(study, p)
-        if m.longest_axial_mm < min_diameter_mm:
+        if m.longest_axial_mm < min_diameter_mm or vessel:
             continue
         centre = np.array(m.centre_zyx) + np.array([s.start for s in grown])
         lps = volume.to_lps(centre)
@@ -234,6 +342,9 @@ def findings_from_probability(
             diameter_mm=round(m.longest_axial_mm, 2),
             mean_diameter_mm=round(m.mean_diameter_mm, 2),
             centroid_mm=(round(float(lps[0]), 2), round(float(lps[1]), 2), round(float(lps[2]), 2)),
+            solid_diameter_mm=(
+                round(m.solid_diameter_mm, 2) if m.nodule_type == "part-solid" else None
+            ),
             location=Location(side=side, compartment="lung", region=lobe(side, height, depth)),
         )
         found.append((finding, grown, nodule))

@@ -17,6 +17,7 @@ from pacsflow.cli import (
     routes_cmd,
     serve_cmd,
     stack_cmd,
+    sweep_cmd,
     users_cmd,
 )
 from pacsflow.config import load_settings
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(sub)
     users_cmd.add_parser(sub)
     audit_cmd.add_parser(sub)
+    sweep_cmd.add_parser(sub)
     _add_optional_groups(sub)
     return parser
 

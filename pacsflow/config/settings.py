@@ -112,6 +112,32 @@ class GatewaySettings(_Group):
         False, description="Also trigger on the archive's StableStudy changes (Orthanc)"
     )
     routes_file: Path | None = None
+    dicom_peers: dict[str, str] = Field(
+        default_factory=dict,
+        description='DICOM peers by AE title, {"CT1" = "10.0.0.5:104"}: where Storage '
+        "Commitment results (N-EVENT-REPORT) are sent",
+    )
+    commitment_report_attempts: int = Field(
+        3, ge=1, description="Tries to deliver one Storage Commitment result to its peer"
+    )
+
+    @model_validator(mode="after")
+    def _peers_are_host_port(self) -> GatewaySettings:
+        for aet, address in self.dicom_peers.items():
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f'gateway.dicom_peers[{aet!r}] = {address!r}: expected "host:port"'
+                )
+        return self
+
+    def dicom_peer(self, aet: str) -> tuple[str, int] | None:
+        """(host, port) of a known DICOM peer, None if the AE title is not configured."""
+        address = self.dicom_peers.get(aet)
+        if address is None:
+            return None
+        host, _, port = address.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class RisSettings(_Group):
@@ -125,11 +151,59 @@ class RisSettings(_Group):
 class EhrSettings(_Group):
     fhir_base_url: str | None = Field(None, description="FHIR R4 base; unset = not sent")
     timeout_s: float = 10.0
+    patient_id_system: str | None = Field(
+        None,
+        description="Patient.identifier system of the archive's PatientID (the MRN); "
+        "unset = match the value in any system",
+    )
 
 
 class NotifySettings(_Group):
     endpoints: list[str] = Field(default_factory=list, description="URLs POSTed on critical")
     case_link_base: str = "http://127.0.0.1:8080/cases"
+
+
+class WorklistSettings(_Group):
+    """Where a pathway's worklist priority goes: adapters by name, in order
+    (pacsflow.writeback.worklist_adapters). The `rest_*` keys configure the "rest" adapter,
+    a vendor worklist REST API: URL and body are templates with {placeholders}."""
+
+    adapters: list[str] = Field(
+        default_factory=lambda: ["pacsflow", "orthanc", "hl7"],
+        description="In order: pacsflow (table), orthanc (study metadata), hl7 (RIS), rest",
+    )
+    rest_url: str | None = Field(
+        None, description="e.g. https://ris.example/api/worklist/{accession_number}/priority"
+    )
+    rest_method: Literal["POST", "PUT", "PATCH"] = "PUT"
+    rest_body: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "accessionNumber": "{accession_number}",
+            "studyInstanceUid": "{study_uid}",
+            "priority": "{vendor_priority}",
+            "comment": "{summary}",
+            "source": "{algorithm}",
+        },
+        description="JSON body; string values may hold {placeholders}",
+    )
+    rest_priority_map: dict[str, str] = Field(
+        default_factory=lambda: {"critical": "STAT", "urgent": "HIGH"},
+        description="pacsflow priority -> vendor value; priorities not listed are not sent",
+    )
+    rest_headers: dict[str, str] = Field(default_factory=dict)
+    rest_token: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer'")
+    rest_timeout_s: float = Field(10.0, gt=0)
+
+
+class PriorsSettings(_Group):
+    """Prior studies of a pathway: prefetched when the order arrives before the images
+    (pacsflow.gateway.prefetch), else queried from the archive at run time."""
+
+    prefetch: bool = Field(True, description="Prefetch priors when an HL7 order arrives")
+    max_age_s: float = Field(
+        6 * 3600.0, gt=0, description="Prefetched priors older than this are queried again"
+    )
+    max_studies: int = Field(20, ge=1, description="Newest priors kept per study")
 
 
 class TriageSettings(_Group):
@@ -151,6 +225,88 @@ class WebSettings(_Group):
     oidc_role_claim: str = "roles"
     oidc_departments_claim: str = "departments"
     oidc_username_claim: str = "preferred_username"
+
+
+class DriftSettings(_Group):
+    """Drift monitoring of inference inputs and outputs against a reference profile
+    (pacsflow.governance.drift); past a threshold the drift check alerts."""
+
+    window_studies: int = Field(100, ge=1, description="Most recent inference records compared")
+    min_studies: int = Field(30, ge=1, description="Fewer records: no verdict, no alert")
+    bins: int = Field(10, ge=2, description="PSI bins (reference quantiles) of numeric features")
+    psi_alert: float = Field(0.25, gt=0, description="Population stability index that alerts")
+    ks_alpha: float = Field(
+        1e-4, gt=0, lt=1, description="KS p-value below which a numeric feature (with PSI) alerts"
+    )
+    validation_failure_increase: float = Field(
+        0.05, gt=0, description="Rise of the not-analysed rate over the reference that alerts"
+    )
+    latency_p95_ratio: float = Field(
+        2.0, gt=1, description="Inference latency p95 above this multiple of the reference alerts"
+    )
+    reports_dir: Path | None = Field(
+        None, description="HTML/JSON reports; unset = var_dir/reports/drift"
+    )
+
+
+class SweepsSettings(_Group):
+    """Retrospective archive sweeps (pacsflow.pathways.sweep): QIDO paging, the checkpoint
+    that lets a sweep resume, and how many pathway runs a sweep keeps in flight."""
+
+    checkpoint_dir: Path | None = Field(
+        None, description="Sweep checkpoints and cohort ledgers; unset = var_dir/sweeps"
+    )
+    page_size: int = Field(100, ge=1, le=10_000, description="QIDO-RS limit per page")
+    window_days: int = Field(1, ge=1, le=366, description="StudyDate days per QIDO window")
+    max_in_flight: int = Field(
+        1, ge=1, description="Pathway runs a sweep has queued or running at once"
+    )
+    poll_s: float = Field(2.0, gt=0, description="Seconds between checks of in-flight runs")
+
+
+class ScreeningSettings(_Group):
+    """The screening cohort flow: USPSTF lung cancer and AAA screening outreach."""
+
+    create_task: bool = Field(True, description="Add a coordinator Task to each outreach Flag")
+    overdue_weeks_threshold: int = Field(
+        1, ge=0, description="Enrolled patients at least this many weeks late are listed"
+    )
+    lookback_days: int = Field(
+        1095, ge=1, description="First run of the nightly sweep: chest CTs of these many days"
+    )
+    ehr_concurrency: int = Field(4, ge=1, description="Patients read from the EHR at once")
+    reports_dir: Path | None = Field(
+        None, description="Coordinator reports; unset = var_dir/reports/screening"
+    )
+
+
+class TlsSettings(_Group):
+    """TLS on the gateway's listeners (TLS 1.2 or later, PS3.15 B.9). One identity,
+    cert_file + key_file, for every listener, also presented when pacsflow connects out."""
+
+    cert_file: Path | None = Field(None, description="PEM certificate (chain) pacsflow presents")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file, unencrypted")
+    ca_file: Path | None = Field(
+        None, description="PEM CA certificates trusted for peers; unset = the system store"
+    )
+    require_client_cert: bool = Field(
+        False, description="Listeners refuse clients without a certificate signed by ca_file"
+    )
+    dicom: bool = Field(False, description="TLS on gateway.dicom_port (DICOM SCP)")
+    mllp: bool = Field(False, description="TLS on gateway.mllp_port (HL7 MLLP)")
+    http: bool = Field(False, description="HTTPS on gateway.http_port (webhook, web UI, API)")
+    dicom_outbound: bool = Field(
+        False, description="TLS on associations pacsflow opens (Storage Commitment reports)"
+    )
+
+    @model_validator(mode="after")
+    def _identity_when_enabled(self) -> TlsSettings:
+        enabled = [name for name in ("dicom", "mllp", "http") if getattr(self, name)]
+        if enabled and (self.cert_file is None or self.key_file is None):
+            raise ValueError(f"tls.cert_file and tls.key_file are required for TLS on {enabled}")
+        if self.require_client_cert and self.ca_file is None:
+            raise ValueError("tls.require_client_cert needs tls.ca_file")
+        return self
 
 
 class Settings(BaseSettings):
@@ -175,6 +331,12 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     triage: TriageSettings = TriageSettings()
     web: WebSettings = WebSettings()
+    tls: TlsSettings = TlsSettings()
+    worklist: WorklistSettings = WorklistSettings()
+    priors: PriorsSettings = PriorsSettings()
+    drift: DriftSettings = DriftSettings()
+    sweeps: SweepsSettings = SweepsSettings()
+    screening: ScreeningSettings = ScreeningSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -230,6 +392,16 @@ class Settings(BaseSettings):
     @property
     def quarantine_dir(self) -> Path:
         return self.paths.var_dir / "quarantine"
+
+    @property
+    def sweep_checkpoint_dir(self) -> Path:
+        return self.sweeps.checkpoint_dir or self.paths.var_dir / "sweeps"
+
+    @property
+    def gateway_url(self) -> str:
+        """Base URL of the gateway's HTTP port (https when tls.http is on)."""
+        g = self.gateway
+        return f"{'https' if self.tls.http else 'http'}://{g.host}:{g.http_port}"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -287,6 +459,8 @@ def settings_to_toml(settings: Settings) -> str:
     data["orthanc"]["password"] = settings.orthanc.password.get_secret_value()
     data["gateway"]["webhook_secret"] = settings.gateway.webhook_secret.get_secret_value()
     data["web"]["session_secret"] = settings.web.session_secret.get_secret_value()
+    if settings.worklist.rest_token is not None:
+        data["worklist"]["rest_token"] = settings.worklist.rest_token.get_secret_value()
     lines = [f"environment = {_toml_value(data.pop('environment'))}", ""]
     for group, values in data.items():
         lines.append(f"[{group}]")

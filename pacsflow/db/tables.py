@@ -85,6 +85,24 @@ class Order(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PrefetchedContext(Base):
+    """Prior studies fetched for an order before its images arrived, keyed by accession.
+
+    `priors` holds, newest first, one dict per earlier study of the patient (study_uid,
+    study_date, description, modalities); a pathway run uses them while `fetched_at` is
+    younger than `priors.max_age_s`, else it queries the archive itself.
+    """
+
+    __tablename__ = "prefetched_context"
+
+    accession_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    pathway: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str] = mapped_column(String(16))
+    priors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class PatientLink(Base):
     """Patient merges (ADT^A40): a retired identifier points at the surviving one."""
 

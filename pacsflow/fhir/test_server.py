@@ -8,8 +8,11 @@ pacsflow uses, faithfully enough to catch mistakes:
   answers ``200 OK`` with the existing resource, several matches ``412``; ``urn:uuid:``
   references between entries are rewritten to the assigned ``Type/id``.
 - ``POST /{type}`` a single create, honouring the ``If-None-Exist`` header.
-- ``GET /{type}`` a searchset Bundle (search parameter ``identifier`` only; others ignored),
-  ``GET /{type}/{id}``, ``GET /metadata``.
+- ``GET /{type}`` a searchset Bundle. Search parameters (FHIR R4 3.1.1.4): ``identifier``
+  (token), ``code`` (token, ``,`` = OR), ``subject`` and ``patient`` (reference: ``id``,
+  ``Type/id`` or an absolute URL; ``patient`` looks at ``subject``, ``patient`` and ``for``);
+  others are ignored, as a lenient server does; ``_count`` pages the answer with ``next``
+  links (``_offset``). ``GET /{type}/{id}``, ``GET /metadata``.
 - Every posted resource is validated with fhir.resources' R4B models plus the required
   ``status``/``intent`` bindings of the resources pacsflow sends; invalid input gets
   ``400`` with an OperationOutcome and stores nothing.
@@ -26,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -110,6 +113,11 @@ class FhirStore:
         for name, token in params:
             if name == "identifier":
                 found = [r for r in found if _has_identifier(r, token)]
+            elif name == "code":
+                found = [r for r in found if _has_code(r, token)]
+            elif name in _REFERENCE_PARAMS:
+                elements, target = _REFERENCE_PARAMS[name]
+                found = [r for r in found if _refers_to(r, elements, target, token)]
         return found
 
     def transact(
@@ -180,6 +188,58 @@ def _has_identifier(resource: dict[str, Any], token: str) -> bool:
             continue
         return True
     return False
+
+
+# Reference search parameters: the elements they look at (Observation.subject,
+# EpisodeOfCare.patient, Task.for, Flag.subject) and the type they must point at.
+_REFERENCE_PARAMS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "subject": (("subject",), None),
+    "patient": (("subject", "patient", "for"), "Patient"),
+}
+
+
+def _has_code(resource: dict[str, Any], tokens: str) -> bool:
+    """Token search on ``code``: ``system|code``, ``code`` or ``system|``; ``,`` is OR."""
+    codings = (resource.get("code") or {}).get("coding", [])
+    for token in tokens.split(","):
+        system, bar, code = token.rpartition("|")
+        for coding in codings:
+            if bar and coding.get("system", "") != system:
+                continue
+            if code and coding.get("code") != code:
+                continue
+            return True
+    return False
+
+
+def _refers_to(
+    resource: dict[str, Any], elements: tuple[str, ...], target: str | None, value: str
+) -> bool:
+    """Reference search: ``id``, ``Patient/id`` or an absolute URL ending in ``Patient/id``."""
+    for element in elements:
+        reference = (resource.get(element) or {}).get("reference")
+        if not isinstance(reference, str):
+            continue
+        if target is not None and reference.split("/")[-2:-1] != [target]:
+            continue
+        if value == reference or value.endswith("/" + reference):
+            return True
+        if "/" not in value and reference.endswith("/" + value):
+            return True
+    return False
+
+
+def _paging(params: list[tuple[str, str]]) -> tuple[int | None, int]:
+    """(``_count``, ``_offset``) of a search; no ``_count``: everything on one page."""
+    values = dict(params)
+    try:
+        count = int(values["_count"]) if "_count" in values else None
+        offset = int(values.get("_offset", "0"))
+    except ValueError:
+        raise FhirHttpError(400, "invalid", "_count and _offset must be integers") from None
+    if (count is not None and count < 1) or offset < 0:
+        raise FhirHttpError(400, "invalid", "_count must be >= 1 and _offset >= 0")
+    return count, offset
 
 
 def _rewrite_references(node: Any, references: dict[str, str]) -> Any:
@@ -330,23 +390,28 @@ def create_fhir_test_app() -> FastAPI:
     @app.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> JSONResponse:
         _known_type(resource_type)
-        found = store.search(resource_type, list(request.query_params.multi_items()))
+        params = list(request.query_params.multi_items())
+        found = store.search(resource_type, params)
         base = str(request.base_url).rstrip("/")
-        return _respond(
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+        bundle["total"] = len(found)
+        count, offset = _paging(params)
+        if count is not None:
+            # Paging as a server does it: a page of _count and a "next" link (FHIR R4 3.1.1.5.6).
+            if offset + count < len(found):
+                kept = [(k, v) for k, v in params if k != "_offset"]
+                query = urlencode([*kept, ("_offset", str(offset + count))])
+                bundle["link"] = [{"relation": "next", "url": f"{base}/{resource_type}?{query}"}]
+            found = found[offset : offset + count]
+        bundle["entry"] = [
             {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(found),
-                "entry": [
-                    {
-                        "fullUrl": f"{base}/{resource_type}/{r['id']}",
-                        "resource": r,
-                        "search": {"mode": "match"},
-                    }
-                    for r in found
-                ],
+                "fullUrl": f"{base}/{resource_type}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
             }
-        )
+            for r in found
+        ]
+        return _respond(bundle)
 
     @app.get("/{resource_type}/{resource_id}")
     async def read(resource_type: str, resource_id: str) -> JSONResponse:
@@ -389,7 +454,12 @@ def run_fhir_test_server(
 ) -> FhirTestServer:
     """Serve the FHIR R4 test double with uvicorn in a daemon thread (port 0: a free port)."""
     app = create_fhir_test_app()
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+    # proto says TCP, and accepted sockets inherit it; with proto 0 every response waited
+    # ~40 ms for the client's delayed ACK.
+    sock = socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -1,4 +1,4 @@
-"""The gateway's DICOM listener (pynetdicom): C-ECHO, C-STORE and MPPS.
+"""The gateway's DICOM listener (pynetdicom): C-ECHO, C-STORE, MPPS and Storage Commitment.
 
 Handlers are thin: they hand the raw encoded object to `StoreReceiver`, which validates,
 spools durably and answers with a DICOM status (PS3.4 Annex B / PS3.7 Annex C), never
@@ -23,6 +23,11 @@ from pynetdicom.sop_class import (
 
 from pacsflow.gateway.assembly import StudyAssembler
 from pacsflow.gateway.spool import Spool, is_valid_uid
+from pacsflow.gateway.storage_commitment import (
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    SpoolInstanceIndex,
+    StorageCommitmentScp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+NO_SUCH_SOP_CLASS = 0x0118
 
 
 def _status(code: int, comment: str | None = None) -> Dataset:
@@ -96,9 +102,13 @@ def _native_pixel_bytes_expected(ds: Dataset) -> int | None:
 class StoreReceiver:
     """Validates, spools and records one received object; returns a DICOM status."""
 
-    def __init__(self, spool: Spool, assembler: StudyAssembler) -> None:
+    def __init__(
+        self, spool: Spool, assembler: StudyAssembler, index: SpoolInstanceIndex | None = None
+    ) -> None:
         self.spool = spool
         self.assembler = assembler
+        # Where each spooled instance lies, for Storage Commitment.
+        self.index = index if index is not None else SpoolInstanceIndex(spool.root)
 
     def receive(
         self, data: bytes, sop_class_uid: str, sop_instance_uid: str, calling_aet: str
@@ -124,13 +134,15 @@ class StoreReceiver:
             return self._refuse(
                 data, CANNOT_UNDERSTAND, f"unreadable object: {type(exc).__name__}: {exc}", origin
             )
+        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
         try:
-            created = self.spool.store(
-                str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_instance_uid, data
-            )
+            created = self.spool.store(study_uid, series_uid, sop_instance_uid, data)
         except OSError as exc:
             log.error("spool write failed for %s: %s", sop_instance_uid, exc)
             return StoreOutcome(OUT_OF_RESOURCES, f"cannot store: {exc.strerror}")
+        self.index.remember(
+            sop_instance_uid, self.spool.instance_path(study_uid, series_uid, sop_instance_uid)
+        )
         self.assembler.instance_received(header, calling_aet, duplicate=not created)
         return StoreOutcome(SUCCESS, duplicate=not created)
 
@@ -209,8 +221,15 @@ class MppsTracker:
 
 
 def build_ae(
-    aet: str, receiver: StoreReceiver, mpps: MppsTracker, allowed_aets: list[str]
+    aet: str,
+    receiver: StoreReceiver,
+    mpps: MppsTracker,
+    allowed_aets: list[str],
+    *,
+    commitment: StorageCommitmentScp | None = None,
 ) -> tuple[AE, list[tuple[Any, Any]]]:
+    """The SCP's application entity and its handlers; Storage Commitment (PS3.4 Annex J) is
+    offered when ``commitment`` is given."""
     ae = AE(ae_title=aet)
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.network_timeout = 60
@@ -225,6 +244,8 @@ def build_ae(
     ae.add_supported_context(ModalityPerformedProcedureStep)
     for uid in (*ACCEPTED_STORAGE, *REFUSED_BUT_NEGOTIATED):
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+    if commitment is not None:
+        ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL)
 
     def on_echo(event: evt.Event) -> int:
         return SUCCESS
@@ -260,13 +281,38 @@ def build_ae(
             log.exception("MPPS N-SET failed")
             return _status(PROCESSING_FAILURE), None
 
+    def on_n_action(event: evt.Event) -> tuple[Dataset, None]:
+        if commitment is None:  # not negotiated, so not reached; answer anyway
+            return _status(NO_SUCH_SOP_CLASS), None
+        try:
+            return commitment.answer_n_action(event)
+        except Exception:
+            log.exception("Storage Commitment N-ACTION failed")
+            return _status(PROCESSING_FAILURE, "internal error"), None
+
     handlers = [
         (evt.EVT_C_ECHO, on_echo),
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_N_CREATE, on_n_create),
         (evt.EVT_N_SET, on_n_set),
+        (evt.EVT_N_ACTION, on_n_action),
     ]
     return ae, handlers
+
+
+class _HandshakeInAssociationThread:
+    """pynetdicom wraps each accepted socket in its accept loop, where the standard wrap
+    also runs the TLS handshake: one client that connects and sends nothing would hold up
+    every other connection. This wrapper defers the handshake to the first read, in the
+    association's own thread, with a socket timeout bounding a stalled handshake."""
+
+    def __init__(self, context: ssl.SSLContext, timeout_s: float) -> None:
+        self.context = context
+        self.timeout_s = timeout_s
+
+    def wrap_socket(self, sock: Any, server_side: bool = True, **_ignored: Any) -> ssl.SSLSocket:
+        sock.settimeout(self.timeout_s)
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
 
 def start_scp(
@@ -276,7 +322,9 @@ def start_scp(
     port: int,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Any:
-    """Start the listener in its own threads; returns the server (call .shutdown())."""
-    return ae.start_server(
-        (host, port), block=False, evt_handlers=handlers, ssl_context=ssl_context
-    )
+    """Start the listener in its own threads; returns the server (call .shutdown()).
+    With ``ssl_context`` every association is under TLS (PS3.15 B.9)."""
+    wrapped: Any = None
+    if ssl_context is not None:
+        wrapped = _HandshakeInAssociationThread(ssl_context, float(ae.network_timeout or 60))
+    return ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=wrapped)

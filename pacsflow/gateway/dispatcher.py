@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 
 # pathway name -> "flow-name/deployment-name" (deployments/catalog.py registers these; a
 # test keeps the two in step). A routed pathway missing here ends as a dead outbox row
-# with the reason, e.g. nodule_followup until its flow exists.
+# with the reason.
 DEPLOYMENTS: dict[str, str] = {
     "stroke_triage": "stroke-triage/stroke-triage",
+    "nodule_followup": "nodule-followup/nodule-followup",
 }
 
 

@@ -2,8 +2,9 @@
 
 Orders (ORM^O01, OMI^O23) become order-context rows keyed by accession, so a pathway run
 starts warm even when the order arrives before the images; an order saying the exam is
-complete (ORC-5 = CM) closes its study. ADT updates keep birth date and sex (never names);
-A40 merges link the retired identifier to the surviving one.
+complete (ORC-5 = CM) closes its study; an open order for a pathway that compares with
+priors also queues a prior prefetch (pacsflow.gateway.prefetch). ADT updates keep birth
+date and sex (never names); A40 merges link the retired identifier to the surviving one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.db.tables import Order, Patient, PatientLink
 from pacsflow.gateway.assembly import StudyAssembler
+from pacsflow.gateway.prefetch import PriorPrefetcher
 from pacsflow.hl7.interpret import interpret
 from pacsflow.hl7.message import Hl7Message
 from pacsflow.hl7.records import AckResult, MergeMessage, OrderMessage, PatientUpdate
@@ -24,9 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class Hl7Intake:
-    def __init__(self, sessions: sessionmaker[Session], assembler: StudyAssembler) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        assembler: StudyAssembler,
+        prefetcher: PriorPrefetcher | None = None,
+    ) -> None:
         self.sessions = sessions
         self.assembler = assembler
+        self.prefetcher = prefetcher
 
     async def handle(self, message: Hl7Message) -> AckResult:
         content = interpret(message, received_at=datetime.now(UTC))
@@ -66,6 +74,9 @@ class Hl7Intake:
             session.commit()
         for accession in completed:
             self.assembler.close_by_accession(accession, "hl7-order-complete")
+        if self.prefetcher is not None:
+            for event in msg.orders:  # queued only: the ACK does not wait for the archive
+                self.prefetcher.submit(event)
         log.info("order(s) stored: %s", [o.order.accession_number for o in msg.orders])
         return AckResult.accept()
 

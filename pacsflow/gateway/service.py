@@ -20,6 +20,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.config import Settings
+from pacsflow.config.tls import client_context, listener_context, uvicorn_tls_options
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
 from pacsflow.db.tables import OutboxEntry
 from pacsflow.dicom.dicomweb import Archive, OrthancExtras
@@ -29,8 +30,10 @@ from pacsflow.gateway.dicom_scp import MppsTracker, StoreReceiver, build_ae, sta
 from pacsflow.gateway.dispatcher import Dispatcher
 from pacsflow.gateway.hl7_intake import Hl7Intake
 from pacsflow.gateway.outbox import Outbox, idempotency_key
+from pacsflow.gateway.prefetch import PriorPrefetcher
 from pacsflow.gateway.routing import load_rules
 from pacsflow.gateway.spool import Spool
+from pacsflow.gateway.storage_commitment import SpoolInstanceIndex, StorageCommitmentScp
 from pacsflow.gateway.webhook import create_gateway_app
 from pacsflow.governance.auth import AuthConfig, OIDCConfig
 from pacsflow.governance.rbac import load_policy
@@ -72,9 +75,24 @@ class Gateway:
             stable_window_s=s.gateway.stable_window_s,
             on_closed=lambda _uid: self.dispatcher.wake(),
         )
-        self.receiver = StoreReceiver(self.spool, self.assembler)
+        self.instances = SpoolInstanceIndex(self.spool.root)
+        self.receiver = StoreReceiver(self.spool, self.assembler, self.instances)
+        self.commitment = StorageCommitmentScp(
+            self.instances,
+            aet=s.gateway.aet,
+            peers=s.gateway.dicom_peer,
+            records_dir=s.paths.var_dir / "gateway" / "storage-commitment",
+            tls=client_context(s.tls) if s.tls.dicom_outbound else None,
+            attempts=s.gateway.commitment_report_attempts,
+        )
         self.mpps = MppsTracker(self.assembler)
-        self.hl7 = Hl7Intake(self.sessions, self.assembler)
+        # Priors of an order that arrives before its images, fetched in the background.
+        self.prefetcher = (
+            PriorPrefetcher(self.sessions, s.orthanc, rules, s.priors)
+            if s.priors.prefetch
+            else None
+        )
+        self.hl7 = Hl7Intake(self.sessions, self.assembler, prefetcher=self.prefetcher)
 
     def web_app(self) -> Any:
         return create_web_app(
@@ -113,8 +131,12 @@ class Gateway:
         recovered = self.assembler.recover(self.spool.root)
         if recovered:
             log.info("resuming %d open studies after restart", recovered)
-        ae, handlers = build_ae(g.aet, self.receiver, self.mpps, g.allowed_aets)
-        self._scp = start_scp(ae, handlers, g.host, g.dicom_port)
+        ae, handlers = build_ae(
+            g.aet, self.receiver, self.mpps, g.allowed_aets, commitment=self.commitment
+        )
+        dicom_tls = listener_context(self.settings.tls, "dicom")
+        self.commitment.start()
+        self._scp = start_scp(ae, handlers, g.host, g.dicom_port, ssl_context=dicom_tls)
         self.assembler.start()
         self.dispatcher.start()
         if g.vna_change_feed:
@@ -125,7 +147,13 @@ class Gateway:
             )
             self._watcher.position_file.parent.mkdir(parents=True, exist_ok=True)
             self._watcher.start()
-        log.info("DICOM SCP %s listening on %s:%s", g.aet, g.host, g.dicom_port)
+        log.info(
+            "DICOM SCP %s listening on %s:%s (tls=%s)",
+            g.aet,
+            g.host,
+            g.dicom_port,
+            dicom_tls is not None,
+        )
 
     def stop_threads(self) -> None:
         if self._watcher:
@@ -137,15 +165,22 @@ class Gateway:
             while self._scp.ae.active_associations and time.monotonic() < deadline:
                 time.sleep(0.1)
             self._scp.shutdown()
+        self.commitment.stop()
         self.assembler.stop()
         self.dispatcher.stop()
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         self.prefect.close()
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         g = self.settings.gateway
         stop = stop or asyncio.Event()
+        tls = self.settings.tls
+        # Build every TLS context before anything listens: a bad file fails the start.
+        mllp_tls = listener_context(tls, "mllp")
+        http_tls = uvicorn_tls_options(tls)
         self.start_threads()
-        mllp = MllpServer(g.host, g.mllp_port, self.hl7.handle)
+        mllp = MllpServer(g.host, g.mllp_port, self.hl7.handle, ssl=mllp_tls)
         await mllp.start()
         log.info("MLLP listening on %s:%s", g.host, mllp.port)
 
@@ -156,7 +191,14 @@ class Gateway:
         # The clinical web UI and API share the port; the webhook routes match first.
         app.mount("/", self.web_app())
         http = uvicorn.Server(
-            uvicorn.Config(app, host=g.host, port=g.http_port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host=g.host,
+                port=g.http_port,
+                log_level="warning",
+                lifespan="on",
+                **http_tls,
+            )
         )
         http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         http_task = asyncio.create_task(http.serve())

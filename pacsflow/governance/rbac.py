@@ -46,6 +46,7 @@ class Action(StrEnum):
     READ_AUDIT = "read_audit"
     READ_MODELS = "read_models"
     APPROVE_MODELS = "approve_models"
+    READ_USAGE = "read_usage"  # inference counts, compute, time-to-flag
 
 
 class AuthenticationError(PermanentError):

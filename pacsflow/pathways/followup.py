@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from pacsflow.domain import Finding, InferenceResult, Priority, TriageDecision
 from pacsflow.hl7.records import CodedValue, Observation
@@ -33,6 +33,7 @@ CHEST_SERIES = SelectionRules(target_thickness_mm=1.25, min_instances=20)
 # Lung-RADS categories whose management is a diagnostic work-up: urgent on the worklist.
 URGENT_CATEGORIES = {"4B", "4X"}
 ACTIONABLE_CATEGORIES = {"3", "4A", "4B", "4X"}
+WORKUP_DUE_DAYS = 30
 SCREENING_HIGH_RISK = re.compile(r"(?i)\b(high[- ]risk|smok\w*|pack[- ]?years?)\b")
 
 
@@ -67,6 +68,12 @@ def _notes(nodule: TrackedNodule) -> list[str]:
         f"Prior {previous.study_date.isoformat()}: mean diameter "
         f"{previous.mean_diameter_mm:.1f} mm ({nodule.diameter_change_mm:+.1f} mm)"
     )
+    since_first = nodule.growth_vs_first
+    if since_first is not None and first is not previous:
+        notes.append(
+            f"Mean diameter change since {first.study_date.isoformat()}: "
+            f"{since_first.mean_diameter_change_mm:+.1f} mm"
+        )
     if nodule.volume_change_pct is not None:
         notes.append(
             f"Volume change since {first.study_date.isoformat()}: {nodule.volume_change_pct:+.0f}%"
@@ -85,7 +92,11 @@ def assess_followup(
     patient_id: str,
     indication: str | None,
     age_years: int | None = None,
+    workup_due_days: int = WORKUP_DUE_DAYS,
 ) -> FollowupAssessment:
+    """``workup_due_days``: when a category calls for a diagnostic work-up instead of a
+    follow-up CT (Lung-RADS 4B/4X give no interval), the coordinator's Task is due this many
+    days after the exam: a site policy, not part of Lung-RADS."""
     exams = sorted([*priors, current], key=lambda e: e.study_date)
     tracked = track_history(exams, patient_id=patient_id)
     findings = []
@@ -126,12 +137,16 @@ def assess_followup(
         category, recommendation, months = None, "no nodule guideline applies", None
         reasons = ["no nodule guideline applies to this patient or indication"]
         priority = Priority.ROUTINE
+    due = next_exam_due(current.study_date, months) if months else None
+    if due is None and category in URGENT_CATEGORIES:
+        due = current.study_date + timedelta(days=workup_due_days)
+        reasons.append(f"work-up to be arranged within {workup_due_days} days (site policy)")
     return FollowupAssessment(
         guideline=guideline,
         category=category,
         recommendation=recommendation,
         follow_up_months=months,
-        due=next_exam_due(current.study_date, months) if months else None,
+        due=due,
         priority=priority,
         reasons=reasons,
         findings=findings,

@@ -1,16 +1,19 @@
 """Where a pathway reads a study from: the gateway's spool when it holds the study,
-else the archive over DICOMweb. Plus the order context and the priors."""
+else the archive over DICOMweb. Plus the order context and the priors: those the gateway
+prefetched when the order arrived (pacsflow.gateway.prefetch), else a QIDO query."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydicom
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.config import Settings
-from pacsflow.db.tables import Order
+from pacsflow.db.tables import Order, PrefetchedContext
 from pacsflow.dicom.dicomweb import Archive
 from pacsflow.domain import OrderContext
 from pacsflow.pathways.headers import InstanceHeader
@@ -57,23 +60,145 @@ class StudySource:
             return OrderContext(**{k: v for k, v in (row.context or {}).items() if k in known})
 
     def priors(
-        self, patient_id: str, before_date: str, modality: str = "CT"
-    ) -> list[dict[str, Any]]:
-        """Earlier studies of the patient (QIDO: exact patient, modality, date range)."""
+        self,
+        patient_id: str,
+        before_date: str,
+        modality: str = "CT",
+        *,
+        accession_number: str | None = None,
+    ) -> list[dict[str, str]]:
+        """Earlier studies of the patient, newest first, one dict each (study_uid,
+        study_date, description, modalities, source: "prefetched" or "queried")."""
+        return self.prior_studies(
+            patient_id, before_date, modality, accession_number=accession_number
+        ).rows()
+
+    def prior_studies(
+        self,
+        patient_id: str,
+        before_date: str,
+        modality: str = "CT",
+        *,
+        accession_number: str | None = None,
+    ) -> PriorStudies:
+        """The priors prefetched for the order when present and fresh, else a QIDO query
+        (exact patient, modality, study date before `before_date`)."""
         if not patient_id or not before_date:
-            return []
-        found = self.archive.search_studies(
-            PatientID=patient_id, ModalitiesInStudy=modality, StudyDate=f"-{before_date}"
+            return PriorStudies(source="none")
+        cached = self.prefetched(accession_number, patient_id, modality)
+        if cached is not None:
+            earlier = [s for s in cached.studies if s.study_date and s.study_date < before_date]
+            return cached.model_copy(update={"studies": earlier})
+        studies = query_priors(
+            self.archive,
+            patient_id,
+            modality,
+            before_date=before_date,
+            limit=self.settings.priors.max_studies,
         )
-        out = []
-        for item in found:
-            h = InstanceHeader.from_dicom_json(item)
-            if h.study_date and h.study_date < before_date:
-                out.append(
-                    {
-                        "study_uid": h.study_uid,
-                        "study_date": h.study_date,
-                        "description": h.study_description,
-                    }
-                )
-        return sorted(out, key=lambda p: p["study_date"], reverse=True)
+        return PriorStudies(source="queried", fetched_at=datetime.now(UTC), studies=studies)
+
+    def prefetched(
+        self, accession_number: str | None, patient_id: str, modality: str
+    ) -> PriorStudies | None:
+        """What the gateway prefetched for this order, if it is fresh (younger than
+        `priors.max_age_s`) and for the same patient and modality; else None."""
+        if not accession_number:
+            return None
+        with self.sessions() as session:
+            row = session.get(PrefetchedContext, accession_number)
+            if row is None or row.patient_id != patient_id or row.modality != modality:
+                return None
+            fetched_at = _aware(row.fetched_at)
+            age_s = (datetime.now(UTC) - fetched_at).total_seconds()
+            if age_s > self.settings.priors.max_age_s:
+                return None
+            try:
+                studies = [PriorStudy.model_validate(p) for p in row.priors or []]
+            except ValidationError:  # written by another version: query instead
+                return None
+        return PriorStudies(source="prefetched", fetched_at=fetched_at, studies=studies)
+
+
+# --- priors ----------------------------------------------------------------------------------
+# Pathways that compare with earlier exams, and the modality of the priors they read.
+PRIOR_MODALITY: dict[str, str] = {"stroke_triage": "CT", "nodule_followup": "CT"}
+
+
+class PriorStudy(BaseModel):
+    """One earlier study of the patient, from a study-level QIDO answer (no patient data)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    study_uid: str
+    study_date: str = ""  # DA, YYYYMMDD
+    description: str = ""
+    modalities: list[str] = Field(default_factory=list)  # ModalitiesInStudy (0008,0061)
+
+
+class PriorStudies(BaseModel):
+    """The priors a run reads, and where they came from: prefetched by the gateway when the
+    order arrived, or queried from the archive at run time ("none": nothing to look for)."""
+
+    source: Literal["prefetched", "queried", "none"]
+    fetched_at: datetime | None = None
+    studies: list[PriorStudy] = Field(default_factory=list)
+
+    def rows(self) -> list[dict[str, str]]:
+        return [
+            {
+                "study_uid": s.study_uid,
+                "study_date": s.study_date,
+                "description": s.description,
+                "modalities": "\\".join(s.modalities),  # DICOM multi-value separator
+                "source": self.source,
+            }
+            for s in self.studies
+        ]
+
+
+def _values(item: dict[str, Any], tag: str) -> list[str]:
+    element = item.get(tag) or {}
+    return [str(v) for v in element.get("Value") or [] if v is not None]
+
+
+def query_priors(
+    archive: Archive,
+    patient_id: str,
+    modality: str,
+    *,
+    before_date: str | None = None,
+    limit: int | None = None,
+) -> list[PriorStudy]:
+    """QIDO-RS studies of the patient with the modality, newest first, at most `limit`.
+
+    With `before_date` (YYYYMMDD) only studies dated strictly before it (undated ones are
+    left out); without it every study found, as a prefetch does before the new study exists.
+    """
+    filters: dict[str, Any] = {
+        "PatientID": patient_id,
+        "ModalitiesInStudy": modality,
+        "includefield": "StudyDescription",  # not among the default study-level attributes
+    }
+    if before_date:
+        filters["StudyDate"] = f"-{before_date}"
+    found: list[PriorStudy] = []
+    for item in archive.search_studies(**filters):
+        uid = next(iter(_values(item, "0020000D")), "")
+        date = next(iter(_values(item, "00080020")), "")
+        if not uid or (before_date and not (date and date < before_date)):
+            continue
+        found.append(
+            PriorStudy(
+                study_uid=uid,
+                study_date=date,
+                description=next(iter(_values(item, "00081030")), ""),
+                modalities=sorted(set(_values(item, "00080061"))),
+            )
+        )
+    found.sort(key=lambda s: (s.study_date, s.study_uid), reverse=True)
+    return found[:limit] if limit else found
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

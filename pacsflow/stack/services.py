@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import sys
 from pathlib import Path
 from string import Template
@@ -12,6 +13,7 @@ import httpx
 
 from pacsflow.config import Settings
 from pacsflow.config.settings import write_settings
+from pacsflow.config.tls import client_context
 from pacsflow.errors import StackError
 from pacsflow.stack.process import ManagedProcess
 
@@ -19,9 +21,11 @@ INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
 ORTHANC_TEMPLATE = INFRA_DIR / "orthanc" / "orthanc.json.template"
 
 
-def _http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
+def _http_ok(
+    url: str, auth: tuple[str, str] | None = None, verify: ssl.SSLContext | bool = True
+) -> bool:
     try:
-        return httpx.get(url, auth=auth, timeout=2.0).status_code == 200
+        return httpx.get(url, auth=auth, timeout=2.0, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -154,6 +158,7 @@ def app_env(settings: Settings) -> dict[str, str]:
 
 def gateway_service(settings: Settings) -> ManagedProcess:
     g = settings.gateway
+    verify = _probe_tls(settings)
     return ManagedProcess(
         name="gateway",
         argv=[sys.executable, "-m", "pacsflow.cli.main", "gateway"],
@@ -161,9 +166,15 @@ def gateway_service(settings: Settings) -> ManagedProcess:
         run_dir=settings.paths.run_dir,
         log_dir=settings.paths.log_dir,
         ports=[(g.host, g.dicom_port), (g.host, g.mllp_port), (g.host, g.http_port)],
-        ready=lambda: _http_ok(f"http://{g.host}:{g.http_port}/health"),
+        ready=lambda: _http_ok(f"{settings.gateway_url}/health", verify=verify),
         start_timeout_s=60,
     )
+
+
+def _probe_tls(settings: Settings) -> ssl.SSLContext | bool:
+    """How the readiness probe verifies the gateway's HTTPS port: against tls.ca_file,
+    presenting the gateway's own certificate when listeners require one."""
+    return client_context(settings.tls) if settings.tls.http else True
 
 
 def worker_service(settings: Settings) -> ManagedProcess:

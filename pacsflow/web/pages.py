@@ -1,5 +1,5 @@
 """Server-rendered pages (Jinja2, no JavaScript): login, worklist, case, review queue,
-audit log, model versions. Same access rules as the API; the session lives in a cookie
+audit log, model versions, usage. Same access rules as the API; the session lives in a cookie
 (HttpOnly, SameSite=Strict) and every form carries a CSRF token."""
 
 from __future__ import annotations
@@ -44,7 +44,14 @@ from pacsflow.web.deps import (
     ui_allowed,
     visible_case,
 )
-from pacsflow.web.routes.governance import load_model_versions, verify_and_audit, where_dict
+from pacsflow.web.routes.governance import (
+    UsageDays,
+    load_model_versions,
+    usage_and_audit,
+    usage_csv_response,
+    verify_and_audit,
+    where_dict,
+)
 from pacsflow.web.views import (
     allowed_decisions,
     audit_view,
@@ -281,3 +288,32 @@ def models_page(
 ) -> HTMLResponse:
     versions = load_model_versions(ctx) if ctx.model_versions is not None else None
     return render(request, ctx, principal, "models.html", versions=versions)
+
+
+@router.get("/usage", response_class=HTMLResponse)
+def usage_page(
+    request: Request,
+    ctx: Ctx,
+    principal: Annotated[Principal, Depends(ui_allowed(Action.READ_USAGE))],
+    days: UsageDays = 30,
+) -> HTMLResponse:
+    since, rows = usage_and_audit(ctx, principal, days, via="ui", export=False)
+    return render(
+        request,
+        ctx,
+        principal,
+        "usage.html",
+        rows=[r.as_dict() for r in rows],
+        days=days,
+        since=since.isoformat(),
+    )
+
+
+@router.get("/usage.csv")
+def usage_csv_page(
+    ctx: Ctx,
+    principal: Annotated[Principal, Depends(ui_allowed(Action.READ_USAGE))],
+    days: UsageDays = 30,
+) -> Response:
+    since, rows = usage_and_audit(ctx, principal, days, via="ui", export=True)
+    return usage_csv_response(since, rows)

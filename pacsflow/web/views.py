@@ -66,6 +66,8 @@ def navigation(principal: Principal, policy: Policy) -> list[tuple[str, str]]:
         items.append(("/models", "Models"))
     if policy.allows(principal.role, Action.READ_AUDIT):
         items.append(("/audit", "Audit log"))
+    if policy.allows(principal.role, Action.READ_USAGE):
+        items.append(("/usage", "Usage"))
     return items
 
 

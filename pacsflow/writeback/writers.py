@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,21 +17,20 @@ import pydicom
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.config import Settings
-from pacsflow.db.tables import WorklistItem
-from pacsflow.dicom.dicomweb import OrthancExtras
 from pacsflow.dicom.seg import build_seg
-from pacsflow.dicom.sr import build_sr
+from pacsflow.dicom.sr import build_sr, evidence_reference
 from pacsflow.domain import InferenceResult, ModelRef, OrderContext, Priority, TriageDecision
 from pacsflow.errors import InvalidInputError, PeerUnavailableError
 from pacsflow.fhir.client import post_bundle
 from pacsflow.fhir.resources import build_result_bundle
 from pacsflow.hl7.client import send_message_sync
-from pacsflow.hl7.orm import build_priority_update
 from pacsflow.hl7.oru import build_oru_r01
 from pacsflow.hl7.records import CodedValue, Observation
 from pacsflow.hl7.tables import AbnormalFlag
 from pacsflow.pathways.sources import StudySource
 from pacsflow.writeback.ledger import Ledger, writeback_key
+from pacsflow.writeback.worklist_adapters import WorklistUpdate, adapters_from_settings
+from pacsflow.writeback.worklist_adapters import deliver as deliver_to_worklists
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,13 @@ def store_sr_and_seg(
     result: InferenceResult | None,
     decision: TriageDecision,
     model: ModelRef,
+    *,
+    finding_kind: str = "hemorrhage",
+    comparison: Sequence[str] = (),
+    prior_evidence: Sequence[tuple[str, str, str, str]] = (),
 ) -> dict[str, str]:
+    """Store the SEG (when there are findings) and the SR. ``prior_evidence`` lists one
+    instance of each prior exam compared with: (study, series, SOP class, SOP instance)."""
     if ids.series_uid is None:
         raise InvalidInputError("no series to reference in the SR")
     series_uid = ids.series_uid
@@ -92,7 +99,9 @@ def store_sr_and_seg(
             not_analysed_reasons=(
                 decision.reasons if decision.priority == Priority.NOT_ANALYSED else None
             ),
-            finding_kind="hemorrhage",
+            finding_kind=finding_kind,
+            comparison=comparison,
+            prior_evidence=[evidence_reference(*ref) for ref in prior_evidence],
         )
         objects: list[pydicom.Dataset] = [sr] if seg is None else [seg, sr]
         # UIDs are derived from (study, model, version): an earlier attempt that stored them
@@ -142,7 +151,10 @@ def send_oru(
     model: ModelRef,
     report_text: str,
     order: OrderContext | None,
+    observations: Sequence[Observation] | None = None,
 ) -> dict[str, str]:
+    """ORU^R01 with the preliminary result; ``observations`` replaces the stroke pathway's
+    default OBX list (triage priority and hemorrhage volumes)."""
     ris = env.settings.ris
     if ris.mllp_port is None:
         return {"skipped": "no RIS configured"}
@@ -153,7 +165,9 @@ def send_oru(
         study_uid=ids.study_uid,
         accession_number=ids.accession_number,
         patient_id=ids.patient_id,
-        observations=_observations(result, decision),
+        observations=(
+            list(observations) if observations is not None else _observations(result, decision)
+        ),
         report_text=report_text,
         algorithm=model,
         control_id=control_id,
@@ -172,7 +186,7 @@ def send_oru(
     return env.ledger.deliver_once(key, ids.study_uid, "ris", send)
 
 
-# --- worklist: pacsflow table, archive metadata, RIS priority update ------------------------
+# --- worklist: every configured worklist adapter (pacsflow.writeback.worklist_adapters) ------
 def update_worklist(
     env: PathwayEnv,
     ids: StudyIds,
@@ -181,49 +195,27 @@ def update_worklist(
     model: ModelRef,
     summary: str,
     order: OrderContext | None,
+    *,
+    pathway: str = "stroke_triage",
 ) -> dict[str, str]:
-    with env.sessions() as session:
-        row = session.get(WorklistItem, ids.study_uid) or WorklistItem(
-            study_uid=ids.study_uid, pathway="stroke_triage", priority=decision.priority.value
-        )
-        row.accession_number = ids.accession_number or None
-        row.patient_id = ids.patient_id or None
-        row.priority = decision.priority.value
-        row.summary = summary
-        row.findings = [f.model_dump(mode="json") for f in (result.findings if result else [])]
-        row.model_name, row.model_version = model.name, model.version
-        row.updated_at = datetime.now(UTC)
-        session.merge(row)
-        session.commit()
-    OrthancExtras(env.settings.orthanc).set_study_metadata(
-        ids.study_uid, "PacsflowPriority", decision.priority.value
+    """The study's priority to each adapter of `worklist.adapters` (by default pacsflow's
+    table, Orthanc study metadata and, for critical/urgent, an ORM^O01 to the RIS).
+
+    Returns the merged receipts: {"worklist": priority, "archive_metadata": ...,
+    "ris_priority": "sent", ...} for the adapters that wrote something."""
+    item = WorklistUpdate(
+        study_uid=ids.study_uid,
+        accession_number=ids.accession_number,
+        patient_id=ids.patient_id,
+        pathway=pathway,
+        priority=decision.priority,
+        summary=summary,
+        findings=result.findings if result else [],
+        model=model,
+        order=order,
     )
-    detail = {"worklist": decision.priority.value, "archive_metadata": "PacsflowPriority"}
-    ris = env.settings.ris
-    if ris.mllp_port is not None and decision.priority in (Priority.CRITICAL, Priority.URGENT):
-        key = writeback_key("ris-priority", ids.study_uid, model)
-        control_id = _control_id(key)
-        message = build_priority_update(
-            accession_number=ids.accession_number,
-            patient_id=ids.patient_id,
-            priority=decision.priority,
-            control_id=control_id,
-            sending_facility=ris.sending_facility,
-            receiving_application=ris.receiving_application,
-            order=order,
-        )
-
-        def send() -> dict[str, str]:
-            ack = send_message_sync(ris.mllp_host, ris.mllp_port, message, timeout_s=ris.timeout_s)
-            if ack.rejected:
-                raise InvalidInputError(f"RIS rejected the priority update: {ack.text}")
-            if not ack.accepted:
-                raise PeerUnavailableError(f"RIS did not accept the priority update: {ack.text}")
-            return {"control_id": control_id}
-
-        env.ledger.deliver_once(key, ids.study_uid, "ris-priority", send)
-        detail["ris_priority"] = "sent"
-    return detail
+    adapters = adapters_from_settings(env.settings, env.sessions)
+    return deliver_to_worklists(adapters, item, env.ledger)
 
 
 # --- critical-finding notification --------------------------------------------------------
@@ -275,6 +267,9 @@ def send_fhir(
     decision: TriageDecision,
     model: ModelRef,
     report_text: str,
+    *,
+    finding_kind: str = "hemorrhage",
+    extra_resources: Sequence[dict[str, Any]] = (),
 ) -> dict[str, str]:
     base = env.settings.ehr.fhir_base_url
     if not base:
@@ -289,7 +284,8 @@ def send_fhir(
         priority=decision.priority,
         report_text=report_text,
         issued=datetime.now(UTC),
-        finding_kind="hemorrhage",
+        finding_kind=finding_kind,
+        extra_resources=extra_resources,
     )
 
     def send() -> dict[str, str]:

@@ -8,7 +8,6 @@ FHIR R4 test double and a paging receiver stand in for the hospital systems.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from deployments.local_stack import LocalStack, local_stack
+from deployments.local_stack import LocalStack
 from pacsflow.config import Settings
 from pacsflow.db.tables import PathwayRun, WorklistItem, Writeback
 from pacsflow.dicom.dicomweb import Archive, OrthancExtras
@@ -31,9 +30,8 @@ COMPRESSED = 256  # matrix of the e2e studies: the clinical protocol on a smalle
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    with local_stack(tmp_path_factory.mktemp("e2e-var"), stable_window_s=2.0) as local:
-        yield E2E(local, tmp_path_factory.mktemp("studies"))
+def e2e(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> E2E:
+    return E2E(stack, tmp_path_factory.mktemp("studies"))
 
 
 @dataclass

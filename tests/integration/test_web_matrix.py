@@ -71,6 +71,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, ...]]] = [
         APPROVAL,
         (401, 403, 403, 403, 201, 403, 403),
     ),
+    ("GET", "/api/usage", None, (401, 403, 403, 403, 200, 200, 403)),
+    ("GET", "/api/usage.csv", None, (401, 403, 403, 403, 200, 200, 403)),
 ]
 # Routes that take no bearer token (checked separately below).
 PUBLIC_API_ROUTES = {("POST", "/api/auth/login")}

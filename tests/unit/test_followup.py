@@ -50,7 +50,8 @@ def test_growing_solid_nodule_in_screening_is_4b_and_urgent() -> None:
     )
     assert any(n.startswith("Volume doubling time") for n in finding.notes)
     assert a.comparison == ["2025-03-01 study 1.1"]
-    assert a.due is None  # 4B: work-up, not an interval
+    assert a.follow_up_months is None  # 4B: work-up, not an interval ...
+    assert a.due == date(2026, 3, 31)  # ... arranged within 30 days (site policy)
 
 
 def test_baseline_screening_nodule_gets_an_interval_and_due_date() -> None:

@@ -100,7 +100,7 @@ def test_transient_failure_retries_later_then_dispatches(sessions) -> None:  # t
 def test_permanent_failure_and_unknown_pathway_go_dead_with_reason(sessions) -> None:  # type: ignore[no-untyped-def]
     outbox = Outbox(sessions)
     _enqueue(outbox, uid="1.1")
-    _enqueue(outbox, pathway="nodule_followup", uid="1.2")
+    _enqueue(outbox, pathway="no_such_pathway", uid="1.2")
     prefect = PrefectDouble([InvalidInputError("bad parameters")])
     Dispatcher(sessions, prefect).dispatch_due()  # type: ignore[arg-type]
     rows = {r.study_uid: r for r in outbox.list()}

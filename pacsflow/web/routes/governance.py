@@ -4,20 +4,25 @@ GET  /api/audit                                       entries, newest first, fil
 GET  /api/audit/verify                                hash-chain check (read_audit)
 GET  /api/models                                      model versions and approvals (read_models)
 POST /api/models/{name}/versions/{version}/approval   record an approval (approve_models)
+GET  /api/usage                                       usage and cost per model (read_usage)
+GET  /api/usage.csv                                   the same as CSV (read_usage)
 
-Reading or verifying the audit trail is itself audited (audit.read, audit.verify).
+Reading or verifying the audit trail is itself audited (audit.read, audit.verify), and so
+are reads and exports of usage (usage.read, usage.export).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from pacsflow.errors import PacsflowError, PeerUnavailableError
 from pacsflow.governance.audit_export import AuditFilter, count_entries, read_entries
 from pacsflow.governance.rbac import Action, Principal
+from pacsflow.governance.usage import UsageRow, load_run_records, summarize_usage, usage_csv
 from pacsflow.web.context import WebContext
 from pacsflow.web.deps import Ctx, api_allowed
 from pacsflow.web.views import audit_view
@@ -27,6 +32,8 @@ router = APIRouter(prefix="/api", tags=["governance"])
 AuditReader = Annotated[Principal, Depends(api_allowed(Action.READ_AUDIT))]
 ModelReader = Annotated[Principal, Depends(api_allowed(Action.READ_MODELS))]
 ModelApproverRole = Annotated[Principal, Depends(api_allowed(Action.APPROVE_MODELS))]
+UsageReader = Annotated[Principal, Depends(api_allowed(Action.READ_USAGE))]
+UsageDays = Annotated[int, Query(ge=1, le=3650, description="days back from now")]
 
 
 @router.get("/audit")
@@ -131,3 +138,39 @@ def post_approval(
         {"role": principal.role.value, "via": "api", **body.model_dump()},
     )
     return result
+
+
+def usage_and_audit(
+    ctx: WebContext, principal: Principal, days: int, *, via: str, export: bool
+) -> tuple[datetime, list[UsageRow]]:
+    """Usage of the last `days` days; the read (or export) leaves an audit entry."""
+    since = datetime.now(UTC) - timedelta(days=days)
+    rows = summarize_usage(load_run_records(ctx.sessions, since))
+    ctx.audit.append(
+        principal.username,
+        "usage.export" if export else "usage.read",
+        "pathway_runs",
+        {"role": principal.role.value, "via": via, "days": days, "rows": len(rows)},
+    )
+    return since, rows
+
+
+def usage_csv_response(since: datetime, rows: list[UsageRow]) -> Response:
+    name = f"pacsflow-usage-since-{since.strftime('%Y%m%d')}.csv"
+    return Response(
+        usage_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/usage")
+def get_usage(ctx: Ctx, principal: UsageReader, days: UsageDays = 30) -> dict[str, Any]:
+    since, rows = usage_and_audit(ctx, principal, days, via="api", export=False)
+    return {"since": since.isoformat(), "days": days, "rows": [r.as_dict() for r in rows]}
+
+
+@router.get("/usage.csv", response_class=Response)
+def get_usage_csv(ctx: Ctx, principal: UsageReader, days: UsageDays = 30) -> Response:
+    since, rows = usage_and_audit(ctx, principal, days, via="api", export=True)
+    return usage_csv_response(since, rows)
