@@ -55,6 +55,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.bench_ingest
 	$(BIN)/python -m bench.bench_inference
 	$(BIN)/python -m bench.bench_time_to_flag
+	$(BIN)/python -m bench.bench_sweep
 
 stack-up: bootstrap
 	$(BIN)/pacsflow stack up

@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="flow runs at once")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
     args = parser.parse_args(argv)
+    # force: importing Prefect has already configured the root logger (at WARNING).
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     runner = WarmRunner(register(CATALOG), concurrency=args.concurrency, poll_s=args.poll)

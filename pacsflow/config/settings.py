@@ -280,6 +280,21 @@ class ScreeningSettings(_Group):
     )
 
 
+class RateLimitSettings(_Group):
+    """Per-client token buckets on the HTTP listeners (pacsflow.gateway.rate_limit): past the
+    rate a request is answered 429 with Retry-After. Counted per process, in memory; /health
+    is never limited. A client is its bearer token on the API, its address on the webhook."""
+
+    enabled: bool = True
+    webhook_per_minute: float = Field(
+        6000.0, gt=0, description="Sustained requests a minute per client on POST /hooks/..."
+    )
+    api_per_minute: float = Field(
+        6000.0, gt=0, description="Sustained requests a minute per client on /api/..."
+    )
+    burst: int = Field(2000, ge=1, description="Requests a client may send at once (bucket size)")
+
+
 class TlsSettings(_Group):
     """TLS on the gateway's listeners (TLS 1.2 or later, PS3.15 B.9). One identity,
     cert_file + key_file, for every listener, also presented when pacsflow connects out."""
@@ -337,6 +352,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     sweeps: SweepsSettings = SweepsSettings()
     screening: ScreeningSettings = ScreeningSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
 
     @classmethod
     def settings_customise_sources(

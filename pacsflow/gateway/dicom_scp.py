@@ -21,6 +21,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from pacsflow.dicom.log_redaction import redact_pydicom_logs
 from pacsflow.gateway.assembly import StudyAssembler
 from pacsflow.gateway.spool import Spool, is_valid_uid
 from pacsflow.gateway.storage_commitment import (
@@ -105,6 +106,7 @@ class StoreReceiver:
     def __init__(
         self, spool: Spool, assembler: StudyAssembler, index: SpoolInstanceIndex | None = None
     ) -> None:
+        redact_pydicom_logs()  # pydicom quotes invalid values it reads: keep them out of logs
         self.spool = spool
         self.assembler = assembler
         # Where each spooled instance lies, for Storage Commitment.
@@ -172,7 +174,11 @@ class StoreReceiver:
         try:
             header.to_json_dict()  # the assembler stores it: refuse now what cannot be stored
         except Exception as exc:
-            raise _Refusal(CANNOT_UNDERSTAND, f"invalid attribute value: {exc}") from exc
+            # Name the attribute, never quote its value: the reason is logged and the value
+            # may be patient data sent in the wrong field.
+            raise _Refusal(
+                CANNOT_UNDERSTAND, f"invalid attribute value in {_unconvertible(header)}"
+            ) from exc
         return header
 
     def _refuse(
@@ -187,6 +193,18 @@ class StoreReceiver:
             path.name,
         )
         return StoreOutcome(status, reason)
+
+
+def _unconvertible(header: Dataset) -> str:
+    """Keyword and tag of the first attribute the DICOM JSON model cannot hold."""
+    for elem in header:
+        single = Dataset()
+        single.add(elem)
+        try:
+            single.to_json_dict()
+        except Exception:  # any failure of pydicom's conversion is what is looked for
+            return f"{elem.keyword or 'private attribute'} {elem.tag}"
+    return "the data set"
 
 
 class _Refusal(Exception):

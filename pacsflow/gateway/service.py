@@ -39,6 +39,7 @@ from pacsflow.governance.auth import AuthConfig, OIDCConfig
 from pacsflow.governance.rbac import load_policy
 from pacsflow.hl7.server import MllpServer
 from pacsflow.orchestration.prefect_api import PrefectApi
+from pacsflow.pathways.timeline import timeline_source
 from pacsflow.web.app import create_web_app
 from pacsflow.web.case_images import key_image_source
 
@@ -103,6 +104,7 @@ class Gateway:
             model_versions=self.model_versions,
             approve_model=self.approve_model,
             key_image=key_image_source(self.settings),  # type: ignore[arg-type]
+            patient_timeline=timeline_source(self.settings),
         )
 
     def on_stable_study(self, study_uid: str) -> None:

@@ -43,6 +43,7 @@ from pacsflow.config import Settings
 from pacsflow.db.tables import OutboxEntry
 from pacsflow.errors import ConfigError, PermanentError
 from pacsflow.gateway.outbox import Outbox, idempotency_key
+from pacsflow.gateway.rate_limit import RateLimiter, add_rate_limit, ip_client_key
 from pacsflow.gateway.signing import SignatureRejected, SignatureVerifier
 
 log = logging.getLogger(__name__)
@@ -247,9 +248,11 @@ def create_gateway_app(
     pathways: Collection[str] = DEFAULT_PATHWAYS,
     default_pathway: str | None = None,
     verifier: SignatureVerifier | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """The gateway's HTTP face. `on_trigger` is called with each newly created outbox row
-    (not for duplicates), after it is committed, e.g. to wake the dispatcher."""
+    (not for duplicates), after it is committed, e.g. to wake the dispatcher.
+    `rate_limiter`: per-client limit on /hooks/ (429 past it); unset = from settings.rate_limit."""
     known = frozenset(pathways)
     if default_pathway is not None and default_pathway not in known:
         raise ConfigError(f"default_pathway {default_pathway!r} is not one of {sorted(known)}")
@@ -261,6 +264,9 @@ def create_gateway_app(
         summary="Signed webhooks that ask for a pathway run on a study",
         openapi_url=None if settings.environment == "production" else "/openapi.json",
     )
+
+    rl = settings.rate_limit
+    add_rate_limit(app, rl, rl.webhook_per_minute, ("/hooks/",), ip_client_key, rate_limiter)
 
     @app.exception_handler(WebhookRefused)
     async def _refused(request: Request, exc: WebhookRefused) -> JSONResponse:

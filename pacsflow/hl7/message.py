@@ -201,7 +201,13 @@ def _parse_segment(line: str, encoding: Encoding, number: int) -> Segment:
     parts = line.split(encoding.field)
     name = parts[0].strip()
     if not _SEGMENT_NAME.match(name):
-        raise Hl7ParseError(f"segment {number}: {name[:8]!r} is not a segment name")
+        # The offending text is not quoted: after a stray segment end it is the middle of a
+        # field (a patient's name, a birth date), and this message is logged and ACKed.
+        raise Hl7ParseError(
+            f"segment {number}: {len(name)} character(s) before the first field separator, "
+            "which is not a segment name (3 characters: A-Z, then A-Z or 0-9); "
+            "a segment end inside a field?"
+        )
     if name == "MSH":
         # MSH-1 is the separator that split() consumed; put it back so indexes match MSH-n.
         return Segment(("MSH", encoding.field, *parts[1:]), encoding)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from pacsflow.config import Settings
 from pacsflow.dicom.dicomweb import Archive
 from pacsflow.dicom.sr import read_sr_summary
 from pacsflow.errors import InvalidInputError, PeerUnavailableError
@@ -179,3 +180,15 @@ def patient_timeline(
     for source in extra:
         events += source(patient_id)
     return sorted(events, key=lambda e: (e.date == "", e.date, e.kind))
+
+
+def timeline_source(settings: Settings) -> Callable[[str], list[TimelineEvent]]:
+    """The web app's patient timeline over the configured archive and EHR."""
+    archive = Archive(settings.orthanc)
+
+    def source(patient_id: str) -> list[TimelineEvent]:
+        return patient_timeline(
+            archive, patient_id, fhir_base_url=settings.ehr.fhir_base_url or None
+        )
+
+    return source

@@ -25,11 +25,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pacsflow.config import Settings
 from pacsflow.errors import ConfigError, InvalidInputError, PeerUnavailableError
+from pacsflow.gateway.rate_limit import RateLimiter, add_rate_limit, api_client_key
 from pacsflow.governance.audit import AuditLog
 from pacsflow.governance.auth import AuthConfig, Authenticator
 from pacsflow.governance.rbac import AccessDenied, AuthenticationError, Policy
 from pacsflow.governance.users import UserStore
-from pacsflow.web.context import KeyImage, ModelApprover, ModelVersions, WebContext
+from pacsflow.web.context import (
+    KeyImage,
+    ModelApprover,
+    ModelVersions,
+    PatientTimeline,
+    WebContext,
+)
 from pacsflow.web.deps import CaseNotFound, LoginRequired
 from pacsflow.web.pages import router as pages_router
 from pacsflow.web.routes.auth import router as auth_router
@@ -78,7 +85,9 @@ def create_web_app(
     model_versions: ModelVersions | None = None,
     key_image: KeyImage | None = None,
     approve_model: ModelApprover | None = None,
+    patient_timeline: PatientTimeline | None = None,
     password_hasher: PasswordHasher | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """The web app over pacsflow's database.
 
@@ -86,6 +95,7 @@ def create_web_app(
     made for this process (development only; refused in production).
     model_versions / key_image / approve_model: injected by the composition root (the
     platform does not import models/); unset, those pages say so.
+    rate_limiter: per-client limit on /api/ (429 past it); unset = from settings.rate_limit.
     """
     if auth is None:
         if settings.environment != "development":
@@ -103,6 +113,7 @@ def create_web_app(
         model_versions=model_versions,
         key_image=key_image,
         approve_model=approve_model,
+        patient_timeline=patient_timeline,
     )
     app = FastAPI(
         title="pacsflow",
@@ -112,6 +123,9 @@ def create_web_app(
         redoc_url=None,
     )
     app.state.pacsflow = ctx
+    # Added first so that it sits inside SecurityHeaders: a 429 gets those headers too.
+    rl = settings.rate_limit
+    add_rate_limit(app, rl, rl.api_per_minute, ("/api/",), api_client_key, rate_limiter)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
     for router in (auth_router, cases_router, governance_router, pages_router):

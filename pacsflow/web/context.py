@@ -14,6 +14,7 @@ from pacsflow.governance.audit import AuditLog
 from pacsflow.governance.auth import Authenticator
 from pacsflow.governance.rbac import Policy
 from pacsflow.governance.users import UserStore
+from pacsflow.pathways.timeline import TimelineEvent
 
 # Model versions as plain records: {"name", "version", "aliases": [...], "approved": bool,
 # "approval": {"approved_by", "approved_at", "evidence_run", "intended_use", "limitations"}
@@ -21,6 +22,8 @@ from pacsflow.governance.users import UserStore
 # composition root injects a callable that reads the registry.
 ModelVersions = Callable[[], list[dict[str, Any]]]
 KeyImage = Callable[[str], bytes | None]
+# patient ID -> the patient's studies and reports in time order (pacsflow.pathways.timeline)
+PatientTimeline = Callable[[str], list[TimelineEvent]]
 
 
 class ModelApprover(Protocol):
@@ -47,6 +50,7 @@ class WebContext:
     templates: Jinja2Templates
     model_versions: ModelVersions | None = None
     key_image: KeyImage | None = None
+    patient_timeline: PatientTimeline | None = None
     approve_model: ModelApprover | None = None
 
     @property

@@ -26,6 +26,7 @@ from pacsflow.governance.rbac import (
     require_results_visible,
 )
 from pacsflow.governance.review import CaseRecord, get_case
+from pacsflow.pathways.timeline import TimelineEvent
 from pacsflow.web.context import WebContext
 
 SESSION_COOKIE = "pacsflow_session"
@@ -162,3 +163,18 @@ def audit_result_view(
             "model_version": case.model_version,
         },
     )
+
+
+def patient_events(
+    ctx: WebContext, case: CaseRecord, visibility: Visibility
+) -> list[TimelineEvent]:
+    """The case's patient timeline. AI findings of other studies are results too: a role
+    that does not see full findings gets the studies without them."""
+    if ctx.patient_timeline is None:
+        raise CaseNotFound("no patient timeline source is configured")
+    if not case.patient_id:
+        raise CaseNotFound(f"case {case.study_uid} has no patient ID")
+    events = ctx.patient_timeline(case.patient_id)
+    if visibility is not Visibility.FULL:
+        events = [e.model_copy(update={"key_findings": []}) for e in events]
+    return events

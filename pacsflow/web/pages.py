@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from pacsflow.domain import Priority
+from pacsflow.errors import PeerUnavailableError
 from pacsflow.governance.audit_export import AuditFilter, count_entries, read_entries
 from pacsflow.governance.rbac import (
     AccessDenied,
@@ -40,6 +41,7 @@ from pacsflow.web.deps import (
     audit_result_view,
     check_csrf,
     csrf_token,
+    patient_events,
     safe_next,
     ui_allowed,
     visible_case,
@@ -197,6 +199,30 @@ def _case_page(
 @router.get("/cases/{study_uid}", response_class=HTMLResponse)
 def case_page(request: Request, study_uid: str, ctx: Ctx, principal: UiPrincipal) -> HTMLResponse:
     return _case_page(request, ctx, principal, study_uid)
+
+
+@router.get("/cases/{study_uid}/timeline", response_class=HTMLResponse)
+def case_timeline_page(
+    request: Request, study_uid: str, ctx: Ctx, principal: UiPrincipal
+) -> HTMLResponse:
+    visibility = require_results_visible(principal, ctx.policy)
+    case = visible_case(ctx, principal, study_uid)
+    error = None
+    try:
+        events = patient_events(ctx, case, visibility)
+    except PeerUnavailableError as exc:  # the archive is down: say so, keep the page
+        events, error = [], f"The archive or EHR did not answer: {exc}"
+    audit_result_view(ctx, principal, case, via="ui", part="timeline")
+    return render(
+        request,
+        ctx,
+        principal,
+        "timeline.html",
+        events=events,
+        patient_id=case.patient_id,
+        study_uid=study_uid,
+        error=error,
+    )
 
 
 @router.get("/cases/{study_uid}/key-image.png")

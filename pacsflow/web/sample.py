@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.config import Settings, load_settings
@@ -19,6 +20,7 @@ from pacsflow.domain import Finding, Location, Priority
 from pacsflow.governance.auth import AuthConfig
 from pacsflow.governance.rbac import ALL_DEPARTMENTS, Policy, Role, load_policy
 from pacsflow.governance.users import UserStore
+from pacsflow.pathways.timeline import TimelineEvent
 from pacsflow.web.app import create_web_app
 from pacsflow.web.key_image import render_key_image
 
@@ -231,6 +233,31 @@ class SampleSite:
     study_uids: list[str]
 
 
+def sample_timeline(sessions: sessionmaker[Session], patient_id: str) -> list[TimelineEvent]:
+    """The sample site has no archive: its timeline is the patient's seeded cases."""
+    with sessions() as session:
+        rows = session.scalars(
+            select(WorklistItem).where(WorklistItem.patient_id == patient_id)
+        ).all()
+        return sorted(
+            (
+                TimelineEvent(
+                    date=row.updated_at.date().isoformat(),
+                    kind="study",
+                    study_uid=row.study_uid,
+                    description=row.pathway,
+                    modalities=["CT"],
+                    specialties=["radiology"],
+                    accession_number=row.accession_number or "",
+                    key_findings=[row.summary] if row.summary else [],
+                    source="pacsflow",
+                )
+                for row in rows
+            ),
+            key=lambda e: e.date,
+        )
+
+
 def build_sample_site(
     database_url: str,
     *,
@@ -253,6 +280,7 @@ def build_sample_site(
         model_versions=sample_model_versions,
         key_image=sample_key_image,
         approve_model=_approve_sample_model,
+        patient_timeline=lambda patient_id: sample_timeline(sessions, patient_id),
         password_hasher=hasher,
     )
     return SampleSite(app, sessions, credentials, study_uids)

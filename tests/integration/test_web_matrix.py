@@ -49,6 +49,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, ...]]] = [
     ("GET", f"/api/cases/{NODULE}", None, (401, 404, 404, 200, 403, 403, 200)),
     ("GET", "/api/cases/9.9.9.9", None, (401, 404, 404, 404, 403, 403, 404)),
     ("GET", f"/api/cases/{STROKE}/key-image", None, (401, 200, 403, 404, 403, 403, 403)),
+    ("GET", f"/api/cases/{STROKE}/timeline", None, (401, 200, 200, 404, 403, 403, 200)),
+    ("GET", f"/api/cases/{NODULE}/timeline", None, (401, 404, 404, 200, 403, 403, 200)),
     (
         "POST",
         f"/api/cases/{STROKE}/decision",

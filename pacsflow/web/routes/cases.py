@@ -5,6 +5,7 @@ GET  /api/cases/{study_uid}              the case as the role may see it (audite
 GET  /api/cases/{study_uid}/key-image    PNG with the finding outlined (full visibility only)
 POST /api/cases/{study_uid}/decision     confirm | reject | override (reason for the latter two)
 GET  /api/review                         uncertain results nobody has decided on yet
+GET  /api/cases/{study_uid}/timeline     the patient's studies across specialties, in time order
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pacsflow.web.deps import (
     Ctx,
     api_results,
     audit_result_view,
+    patient_events,
     visible_case,
 )
 from pacsflow.web.views import case_view, decision_view, worklist_row
@@ -79,6 +81,15 @@ def post_decision(study_uid: str, body: DecisionRequest, ctx: Ctx, who: Results)
     case = visible_case(ctx, principal, study_uid)
     decision = record_decision(ctx.sessions, ctx.audit, principal, ctx.policy, case, body)
     return decision_view(decision)
+
+
+@router.get("/cases/{study_uid}/timeline")
+def get_timeline(study_uid: str, ctx: Ctx, who: Results) -> dict[str, Any]:
+    principal, visibility = who
+    case = visible_case(ctx, principal, study_uid)
+    events = patient_events(ctx, case, visibility)
+    audit_result_view(ctx, principal, case, via="api", part="timeline")
+    return {"patient_id": case.patient_id, "events": [e.model_dump(mode="json") for e in events]}
 
 
 @router.get("/review")
