@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows._outcome import await_writebacks, now, record_failure
 from pacsflow.domain import InferenceResult, ModelRef, Priority, TriageDecision
 from pacsflow.errors import NotAnalysableError
 from pacsflow.fhir.resources import build_task
@@ -37,10 +38,6 @@ from tasks.priors import PriorExam, prior_findings
 from tasks.retrieve import choose_series, study_context, validate_series
 
 PATHWAY = "nodule_followup"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _run_name() -> str:
@@ -67,27 +64,23 @@ def nodule_followup(
     """Follow up the lung nodules of one chest CT. Parameters are identifiers and times only."""
     e = env()
     audit = AuditLog(e.sessions)
-    timings: dict[str, Any] = {"received": received_at, "closed": closed_at, "started": _now()}
+    timings: dict[str, Any] = {"received": received_at, "closed": closed_at, "started": now()}
     run_id = str(flow_run.id) if flow_run.id else None
     model: ModelRef | None = None
     try:
         model = champion(NODULE_MODEL)
         return _followup(study_uid, accession_number, model, timings, run_id, audit)
     except Exception as exc:
-        record_outcome(
-            e.sessions,
-            study_uid=study_uid,
+        record_failure(
             pathway=PATHWAY,
+            study_uid=study_uid,
+            accession_number=accession_number,
             model_version=model.version if model else "",
-            outcome="failed",
-            reasons=[f"{type(exc).__name__}: {exc}"],
             timings=timings,
-            features={},
-            score=None,
-            flow_run_id=run_id,
+            run_id=run_id,
+            audit=audit,
+            error=exc,
         )
-        audit.append("pacsflow", "pathway.failed", study_uid, {"error": type(exc).__name__})
-        get_run_logger().error("study %s failed: %s", accession_number or study_uid, exc)
         raise
 
 
@@ -126,7 +119,7 @@ def _followup(
     )
     selection = choose_series(study_uid, CHEST_SERIES.target_thickness_mm)
     result, not_analysed = _read_current(study_uid, selection.series_uid, model)
-    timings["inferred"] = _now()
+    timings["inferred"] = now()
     ids = StudyIds(
         study_uid=study_uid,
         series_uid=selection.series_uid,
@@ -148,7 +141,7 @@ def _followup(
         if prior["study_uid"] == study_uid or not is_chest_prior(prior):
             continue
         priors.append(prior_findings(prior, model, CHEST_SERIES, CHEST_CT_SUITE))
-    timings["priors_done"] = _now()
+    timings["priors_done"] = now()
     order = ctx.order
     assessment = assess_followup(
         Exam(study_uid=study_uid, study_date=_date(ctx.study_date), findings=result.findings),
@@ -223,16 +216,7 @@ def _finish(
             assessment.comparison if assessment else [],
             [(p.study_uid, *p.evidence) for p in compared if p.evidence],
         )
-    written: dict[str, Any] = {}
-    failures: list[str] = []
-    for name, future in futures.items():
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            written[name] = future.result()
-            timings[f"{name}_done"] = state.timestamp.isoformat()
-        else:
-            failures.append(f"{name}: {state.message}")
+    written, failures = await_writebacks(futures, timings)
     outcome = decision.priority.value if not failures else "failed"
     features: dict[str, Any] = {
         "series_uid": ids.series_uid,

@@ -7,12 +7,13 @@ timings, so time-to-flag is measured from the last instance received.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows._outcome import await_writebacks, now, record_failure
+from models.registry import CHALLENGER
 from pacsflow.domain import InferenceResult, ModelRef, Priority, TriageDecision
 from pacsflow.errors import NotAnalysableError
 from pacsflow.governance.audit import AuditLog
@@ -25,12 +26,9 @@ from tasks import writeback
 from tasks._runtime import env
 from tasks.infer import champion, infer_ich
 from tasks.retrieve import choose_series, study_context, validate_series
+from tasks.shadow import has_reading, model_ref, shadow_read
 
 PATHWAY = "stroke_triage"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _run_name() -> str:
@@ -51,28 +49,23 @@ def stroke_triage(
     """Triage one head CT study. Parameters are identifiers and times only (no PHI)."""
     e = env()
     audit = AuditLog(e.sessions)
-    timings: dict[str, Any] = {"received": received_at, "closed": closed_at, "started": _now()}
+    timings: dict[str, Any] = {"received": received_at, "closed": closed_at, "started": now()}
     run_id = str(flow_run.id) if flow_run.id else None
     model: ModelRef | None = None
     try:
         model = champion()  # resolved once: one run, one model version throughout
         return _triage(study_uid, accession_number, model, timings, run_id, audit)
     except Exception as exc:
-        # Every study ends with an explicit outcome, a failure included.
-        record_outcome(
-            e.sessions,
-            study_uid=study_uid,
+        record_failure(
             pathway=PATHWAY,
+            study_uid=study_uid,
+            accession_number=accession_number,
             model_version=model.version if model else "",
-            outcome="failed",
-            reasons=[f"{type(exc).__name__}: {exc}"],
             timings=timings,
-            features={},
-            score=None,
-            flow_run_id=run_id,
+            run_id=run_id,
+            audit=audit,
+            error=exc,
         )
-        audit.append("pacsflow", "pathway.failed", study_uid, {"error": type(exc).__name__})
-        get_run_logger().error("study %s failed: %s", accession_number or study_uid, exc)
         raise
 
 
@@ -98,7 +91,7 @@ def _analyse(
             return None, TriageDecision(priority=Priority.NOT_ANALYSED, reasons=error.reasons)
         inferred.result()  # a real failure: raise it
     result: InferenceResult = inferred.result()
-    timings["inferred"] = _now()
+    timings["inferred"] = now()
     audit.append(
         "model:" + model.name,
         "inference",
@@ -137,6 +130,30 @@ def _features(
     return features
 
 
+def _shadow_live(study_uid: str, champion_model: ModelRef, run_id: str | None) -> None:
+    """With triage.shadow_live, a challenger (when one exists) reads the study too, beside
+    a shadow reading by the champion, so the agreement report pairs them. It runs after the
+    writebacks, so time-to-flag does not pay for it, and it never fails the live run."""
+    e = env()
+    if not e.settings.triage.shadow_live:
+        return
+    challenger = model_ref(e.settings.mlflow_tracking_uri, champion_model.name, CHALLENGER)
+    if challenger is None or challenger.version == champion_model.version:
+        return
+    for ref, role in ((champion_model, "champion"), (challenger, "challenger")):
+        if has_reading(e.sessions, PATHWAY, ref.version, study_uid):
+            continue
+        state = shadow_read(PATHWAY, study_uid, ref, role, run_id, return_state=True)
+        if not state.is_completed():
+            get_run_logger().warning(
+                "shadow reading of %s by %s %s failed: %s",
+                study_uid,
+                ref.name,
+                ref.version,
+                state.message,
+            )
+
+
 def _triage(
     study_uid: str,
     accession_number: str | None,
@@ -164,7 +181,7 @@ def _triage(
         decision.priority.value,
         "; ".join(decision.reasons),
     )
-    timings["decided"] = _now()
+    timings["decided"] = now()
 
     ids = StudyIds(
         study_uid=study_uid,
@@ -185,16 +202,7 @@ def _triage(
     }
     if selection.series_uid is not None:
         futures["archive"] = writeback.store_sr_seg.submit(ids, result, decision, model)
-    written: dict[str, Any] = {}
-    failures: list[str] = []
-    for name, future in futures.items():
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            written[name] = future.result()
-            timings[f"{name}_done"] = state.timestamp.isoformat()  # when it really finished
-        else:
-            failures.append(f"{name}: {state.message}")
+    written, failures = await_writebacks(futures, timings)
     outcome = decision.priority.value if not failures else "failed"
     record_outcome(
         e.sessions,
@@ -218,6 +226,7 @@ def _triage(
     )
     if failures:
         raise RuntimeError("writeback failed after retries: " + "; ".join(failures))
+    _shadow_live(study_uid, model, run_id)
     return {
         "study_uid": study_uid,
         "priority": decision.priority.value,

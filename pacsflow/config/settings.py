@@ -211,6 +211,11 @@ class TriageSettings(_Group):
     uncertain_low: float = 0.35
     critical_volume_ml: float = 1.0
     urgent_volume_ml: float = 0.1
+    shadow_live: bool = Field(
+        False,
+        description="Also read each live study with the challenger model, if one exists, "
+        "after the writebacks (stored as a shadow reading; nothing is written back)",
+    )
 
 
 class WebSettings(_Group):

@@ -215,3 +215,49 @@ def test_a_second_sweep_reads_nothing_again(world: World) -> None:
     )
     assert result["shadow_reads"] == 0 and result["skipped"] == len(world.truths)
     assert result["shadow_metrics"]["studies_paired"] == len(world.truths)
+
+
+def test_live_triage_reads_with_the_challenger_after_its_own_writebacks(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """triage.shadow_live: the live run writes back once, as the champion; the challenger's
+    reading (and a paired champion reading) are stored as shadow rows only."""
+    import tasks._runtime
+    from flows.stroke_triage import stroke_triage
+
+    truth = write_head_ct_study(
+        tmp_path / "live",
+        seed=7,
+        hemorrhages=(Hemorrhage(subtype="intraparenchymal", volume_ml=30.0, side="right"),),
+        matrix=MATRIX,
+        study_date=date(2036, 3, 1),  # outside the sweeps above
+        with_scout=False,
+        with_bone=False,
+        with_dose_report=False,
+    )
+    archive = Archive(world.settings.orthanc)
+    archive.store([pydicom.dcmread(f) for f in sorted((tmp_path / "live").rglob("*.dcm"))])
+    monkeypatch.setattr(tasks._runtime.env().settings.triage, "shadow_live", True)
+
+    result = stroke_triage(study_uid=truth.study_uid, accession_number=truth.accession_number)
+
+    assert result["priority"] == "critical"
+    sessions = make_sessionmaker(make_engine(world.settings.database_url))
+    with sessions() as session:
+        rows = session.scalars(
+            select(PathwayRun).where(PathwayRun.study_uid == truth.study_uid)
+        ).all()
+        outcomes = {(r.pathway, r.model_version): r.outcome for r in rows}
+        assert len(rows) == 3
+        assert outcomes[("stroke_triage", world.champion)] == "critical"
+        assert outcomes[("stroke_triage:shadow", world.champion)] == "critical"
+        # The challenger reports nothing under 60 mL: it disagrees, and says so only here.
+        assert outcomes[("stroke_triage:shadow", world.challenger)] != "critical"
+        written = session.scalars(
+            select(Writeback.target).where(Writeback.study_uid == truth.study_uid)
+        ).all()
+    assert sorted(written).count("ris") == 1  # one ORU: the challenger sent nothing
+    orus = [r for r in world.ris.received if r.message.message_type.startswith("ORU")]
+    assert len(orus) == 1
+    srs = [s for s in archive.search_series(truth.study_uid) if s["00080060"]["Value"][0] == "SR"]
+    assert len(srs) == 1
