@@ -15,19 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pacsflow.durable import fsync_dir
+
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def is_valid_uid(value: str | None) -> bool:
     return bool(value) and len(value) <= 64 and bool(_UID.match(value or ""))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _make_dirs_durably(directory: Path) -> None:
@@ -43,7 +37,7 @@ def _make_dirs_durably(directory: Path) -> None:
             folder.mkdir()
         except FileExistsError:  # another thread made it; it fsyncs it
             continue
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
 
 
 def write_durably(path: Path, data: bytes) -> bool:
@@ -67,7 +61,7 @@ def write_durably(path: Path, data: bytes) -> bool:
         created = False
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(parent)
+    fsync_dir(parent)
     return created
 
 

@@ -24,7 +24,6 @@ import os
 import queue
 import ssl
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE, build_role
 
+from pacsflow.durable import replace_durably
 from pacsflow.errors import InvalidInputError
 from pacsflow.gateway.spool import is_valid_uid
 
@@ -246,18 +246,7 @@ def _status(code: int, comment: str | None = None) -> Dataset:
 
 def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
     """Replace path atomically with data, fsync'd (file and directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_durably(path, json.dumps(data, indent=2).encode())
 
 
 @dataclass

@@ -16,7 +16,6 @@ differs) and each night reads only the days that are new.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pacsflow.durable import replace_durably
 from pacsflow.errors import ConfigError, InvalidInputError
 from pacsflow.pathways.screening_rules import (
     Eligibility,
@@ -166,22 +166,10 @@ def load_ledger(directory: Path, name: str) -> CohortLedger | None:
 
 
 def save_ledger(directory: Path, ledger: CohortLedger) -> Path:
-    """Temp file + fsync + rename + fsync(dir): a crash leaves the old or the new ledger."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """A crash leaves the old or the new ledger, never a torn one."""
     ledger.updated_at = datetime.now(UTC)
-    path = ledger_path(directory, ledger.sweep)
-    tmp = directory / f".{ledger.sweep}.cohort.json.{os.getpid()}.tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(ledger.model_dump_json(indent=1).encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    path = ledger_path(Path(directory), ledger.sweep)
+    replace_durably(path, ledger.model_dump_json(indent=1).encode())
     return path
 
 

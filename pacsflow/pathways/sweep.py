@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pacsflow.dicom.dicomweb import Archive
+from pacsflow.durable import replace_durably
 from pacsflow.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -188,22 +188,9 @@ def load_checkpoint(checkpoint_dir: Path, name: str) -> SweepCheckpoint | None:
 
 
 def save_checkpoint(checkpoint_dir: Path, checkpoint: SweepCheckpoint) -> None:
-    """Write temp + fsync + rename + fsync(dir): a crash leaves the old or the new file."""
-    directory = Path(checkpoint_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(directory, checkpoint.sweep)
-    tmp = directory / f".{checkpoint.sweep}.json.{os.getpid()}.tmp"
-    data = checkpoint.model_dump_json(indent=1).encode()
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """A crash leaves the old or the new checkpoint, never a torn one."""
+    path = checkpoint_path(Path(checkpoint_dir), checkpoint.sweep)
+    replace_durably(path, checkpoint.model_dump_json(indent=1).encode())
 
 
 def reset_sweep(checkpoint_dir: Path, name: str) -> None:
