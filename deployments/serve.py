@@ -6,25 +6,35 @@ is a long-lived process that claims scheduled runs of its deployments (Pending, 
 Prefect's runner does) and runs each in a thread, so models stay loaded between runs.
 Runs created while it is down wait in the Prefect server and run when it comes back.
 
-    python -m deployments.serve [--concurrency N] [--poll S]
+Work pools: each deployment is registered in the Prefect work pool of its pathway's route
+(workers.routes: "cpu" or "gpu" -> the pools "pacsflow-cpu", "pacsflow-gpu"). A runner
+registers every deployment but claims only the runs of the pools it serves (--pool,
+repeatable; default every pool). A runner that serves the gpu pool runs its models on CUDA
+when torch sees a device, else on the CPU.
+
+    python -m deployments.serve [--pool cpu|gpu|cpu,gpu ...] [--concurrency N] [--poll S]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from prefect import Flow
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
@@ -32,10 +42,14 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.flow_engine import run_flow
 from prefect.states import Pending, Scheduled
 
 from deployments.catalog import CATALOG, DeploymentSpec
+from pacsflow.cli.serve_cmd import pool_list
+from pacsflow.config import load_settings
+from pacsflow.config.settings import WORKER_POOLS, WorkersSettings
 from pacsflow.stack.process import pid_alive
 
 log = logging.getLogger("pacsflow.runner")
@@ -43,31 +57,99 @@ HOST = socket.gethostname()
 OWNER = f"{HOST}:{os.getpid()}"
 
 
-def register(specs: list[DeploymentSpec]) -> dict[UUID, Flow[..., Any]]:
-    """Create or update each deployment on the Prefect server; id -> flow."""
-    registered: dict[UUID, Flow[..., Any]] = {}
+# A prefix keeps pacsflow's pools apart from other teams' pools on a shared Prefect server.
+WORK_POOL_PREFIX = "pacsflow-"
+# Prefect's built-in worker type: the server accepts it without a worker plugin. No Prefect
+# worker polls these pools; the warm runners claim their runs by deployment.
+WORK_POOL_TYPE = "process"
+
+
+def work_pool_name(pool: str) -> str:
+    """The Prefect work pool of a pacsflow pool ("cpu" -> "pacsflow-cpu")."""
+    return f"{WORK_POOL_PREFIX}{pool}"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A deployment on the Prefect server: its spec and the pool its runs go to."""
+
+    spec: DeploymentSpec
+    pool: str
+
+    @property
+    def flow(self) -> Flow[..., Any]:
+        return self.spec.flow
+
+
+def ensure_work_pools(client: SyncPrefectClient, pools: Collection[str]) -> None:
+    """Create the Prefect work pools that do not exist yet (several runners may race)."""
+    for pool in sorted(pools):
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=work_pool_name(pool),
+                    type=WORK_POOL_TYPE,
+                    description=f"pacsflow {pool} pool: claimed by pacsflow's warm runners "
+                    f"(deployments.serve --pool {pool})",
+                )
+            )
+            log.info("work pool %s created", work_pool_name(pool))
+        except ObjectAlreadyExists:
+            pass
+
+
+def register_in_pools(
+    specs: Sequence[DeploymentSpec], workers: WorkersSettings | None = None
+) -> dict[UUID, Registered]:
+    """Create or update each deployment on the Prefect server, in the work pool of its
+    pathway's route (workers.routes); deployment id -> what was registered."""
+    workers = workers or WorkersSettings()
+    pools = {workers.pool_of(spec.pathway) for spec in specs}
+    with get_client(sync_client=True) as client:
+        ensure_work_pools(client, pools)
+    registered: dict[UUID, Registered] = {}
     for spec in specs:
+        pool = workers.pool_of(spec.pathway)
         deployment = spec.flow.to_deployment(
             name=spec.name,
             description=spec.description,
             tags=spec.tags,
             cron=spec.cron,
+            work_pool_name=work_pool_name(pool),
         )
         dep_id = deployment.apply()
-        registered[dep_id] = spec.flow
-        log.info("deployment %s registered (%s)", spec.full_name, dep_id)
+        registered[dep_id] = Registered(spec, pool)
+        log.info("deployment %s registered in pool %s (%s)", spec.full_name, pool, dep_id)
     return registered
+
+
+def register(
+    specs: Sequence[DeploymentSpec], workers: WorkersSettings | None = None
+) -> dict[UUID, Flow[..., Any]]:
+    """`register_in_pools`, as deployment id -> flow (what a runner of every pool serves)."""
+    return {dep_id: r.flow for dep_id, r in register_in_pools(specs, workers).items()}
+
+
+def served_deployments(pool_of: Mapping[UUID, str], pools: Collection[str]) -> set[UUID]:
+    """The deployments whose runs a runner serving `pools` claims."""
+    return {dep_id for dep_id, pool in pool_of.items() if pool in pools}
 
 
 class WarmRunner:
     def __init__(
-        self, deployments: dict[UUID, Flow[..., Any]], *, concurrency: int = 2, poll_s: float = 1.0
+        self,
+        deployments: Mapping[UUID, Flow[..., Any]],
+        *,
+        concurrency: int = 2,
+        poll_s: float = 1.0,
+        name: str = "flow-run",
     ) -> None:
-        self.deployments = deployments
+        self.deployments = dict(deployments)
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.stop_event = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="flow-run")
+        # The threads' name prefix tells the runs of runners sharing a process apart.
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
         self._running: dict[UUID, Future[Any]] = {}
 
     def _claim(self, client: Any, run_id: UUID) -> bool:
@@ -81,6 +163,8 @@ class WarmRunner:
     def recover_orphans(self, client: Any) -> int:
         """Runs left Pending/Running by a runner of this host that died go back to
         Scheduled; the writeback ledger makes their re-run safe (nothing is written twice)."""
+        if not self.deployments:
+            return 0
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 deployment_id=FlowRunFilterDeploymentId(any_=list(self.deployments)),
@@ -103,7 +187,7 @@ class WarmRunner:
     def poll_once(self, client: Any) -> int:
         self._running = {k: f for k, f in self._running.items() if not f.done()}
         free = self.concurrency - len(self._running)
-        if free <= 0:
+        if free <= 0 or not self.deployments:  # no deployment routed to these pools
             return 0
         runs = client.get_scheduled_flow_runs_for_deployments(
             deployment_ids=list(self.deployments),
@@ -117,7 +201,9 @@ class WarmRunner:
             flow = self.deployments[run.deployment_id]
             claimed = client.read_flow_run(run.id)  # the client-side schema, now Pending
             log.info("running %s (%s)", claimed.name, claimed.id)
-            self._running[run.id] = self._pool.submit(self._execute, flow, claimed)
+            # The run sees the Prefect settings context the runner runs under.
+            context = contextvars.copy_context()
+            self._running[run.id] = self._pool.submit(context.run, self._execute, flow, claimed)
             started += 1
         return started
 
@@ -156,9 +242,26 @@ def _warm_up() -> None:
         log.warning("warm-up skipped: %s", exc)
 
 
+def _choose_device(pools: Collection[str]) -> None:
+    """A runner of the gpu pool runs its models on CUDA when there is a device."""
+    from tasks.infer import use_device
+
+    device = use_device(prefer_cuda="gpu" in pools)
+    log.info("inference device: %s", device)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=2, help="flow runs at once")
+    parser.add_argument(
+        "--pool",
+        action="extend",
+        type=pool_list,
+        help="work pool(s) whose runs this runner claims: cpu, gpu or cpu,gpu (repeatable; "
+        "default: every pool)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="flow runs at once (default: workers.concurrency)"
+    )
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
     args = parser.parse_args(argv)
     # force: importing Prefect has already configured the root logger (at WARNING).
@@ -166,11 +269,24 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    runner = WarmRunner(register(CATALOG), concurrency=args.concurrency, poll_s=args.poll)
+    workers = load_settings().workers
+    pools = sorted(set(args.pool or WORKER_POOLS))
+    concurrency = args.concurrency or workers.concurrency
+    registered = register_in_pools(CATALOG, workers)
+    ids = served_deployments({i: r.pool for i, r in registered.items()}, pools)
+    runner = WarmRunner(
+        {i: registered[i].flow for i in ids}, concurrency=concurrency, poll_s=args.poll
+    )
+    _choose_device(pools)
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stop_event.set())
-    log.info("serving %d deployment(s); concurrency %d", len(CATALOG), args.concurrency)
+    log.info(
+        "serving pool(s) %s: %s; concurrency %d",
+        ", ".join(work_pool_name(p) for p in pools),
+        ", ".join(sorted(registered[i].spec.full_name for i in ids)) or "no deployment",
+        concurrency,
+    )
     runner.run()
     return 0
 

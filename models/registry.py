@@ -253,29 +253,33 @@ class Registry:
 
 
 # --- loading, warm per process ------------------------------------------------------
-_loaded: dict[tuple[str, str, str], Any] = {}
+_loaded: dict[tuple[str, str, str, str], Any] = {}
 _load_lock = threading.Lock()
 
 
-def load_version(tracking_uri: str, name: str, version: str) -> Any:
-    """The segmenter of one registered version, loaded once per process (kept warm)."""
+def load_version(tracking_uri: str, name: str, version: str, device: str = "cpu") -> Any:
+    """The segmenter of one registered version on `device` ("cpu" or "cuda"), loaded once
+    per process and device (kept warm)."""
     import mlflow
 
-    key = (tracking_uri, name, version)
+    key = (tracking_uri, name, version, device)
     with _load_lock:
         if key not in _loaded:
             mlflow.set_tracking_uri(tracking_uri)
             mlflow.set_registry_uri(tracking_uri)
             model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-            _loaded[key] = model.unwrap_python_model().segmenter
+            _loaded[key] = model.unwrap_python_model().segmenter.to(device)
         return _loaded[key]
 
 
-def load_by_alias(tracking_uri: str, name: str, alias: str = CHAMPION) -> tuple[Any, VersionInfo]:
-    """The model behind `models:/<name>@<alias>`, loaded once per process and version."""
+def load_by_alias(
+    tracking_uri: str, name: str, alias: str = CHAMPION, device: str = "cpu"
+) -> tuple[Any, VersionInfo]:
+    """The model behind `models:/<name>@<alias>`, loaded once per process, version and
+    device."""
     registry = Registry(tracking_uri)
     version = registry._alias(name, alias)
     if version is None:
         raise NotApprovedError(f"{name} has no {alias} version")
     info = registry.show(name, version)
-    return load_version(tracking_uri, name, version), info
+    return load_version(tracking_uri, name, version, device), info

@@ -102,6 +102,15 @@ class Segmenter:
         self.config = config
         self.network = network.eval()
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: str | torch.device) -> Segmenter:
+        """Move the network to `device` (inputs follow it; outputs come back as numpy)."""
+        self.network.to(device)
+        return self
+
     @classmethod
     def from_files(cls, weights: Path, config: Path) -> Segmenter:
         cfg = SegmenterConfig.from_json(Path(config).read_text())
@@ -112,6 +121,7 @@ class Segmenter:
     def prepare(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> torch.Tensor:
         """HU volume on its own grid -> (1, C, z, y, x) network input on the model grid."""
         t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
+        t = t.to(self.device)
         shape = model_grid_shape(tuple(hu.shape), spacing_zyx, self.config.spacing_zyx)
         t = resample(t, shape)[0, 0]
         return window_channels(t, self.config.windows)[None]
@@ -128,4 +138,4 @@ class Segmenter:
         """Probability of the target class for each voxel of the source grid (float32)."""
         prob = self.probability_on_model_grid(self.prepare(hu, spacing_zyx))
         back = F.interpolate(prob, size=tuple(hu.shape), mode="trilinear", align_corners=False)
-        return back[0, 0].numpy()
+        return back[0, 0].cpu().numpy()

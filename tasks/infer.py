@@ -16,6 +16,22 @@ from tasks._runtime import env, transient_only
 ICH_MODEL = "pacsflow-ich"
 NODULE_MODEL = "pacsflow-nodule"
 
+# Where this process runs its models: "cpu" unless the runner that owns the process serves
+# the gpu pool and a CUDA device is present (set once at start-up, by `use_device`).
+_device = {"name": "cpu"}
+
+
+def use_device(prefer_cuda: bool) -> str:
+    """Choose the inference device of this worker process; returns "cuda" or "cpu"."""
+    from models.device import inference_device
+
+    _device["name"] = inference_device(prefer_cuda)
+    return _device["name"]
+
+
+def current_device() -> str:
+    return _device["name"]
+
 
 def _analyser(kind: str) -> Callable[..., tuple[InferenceResult, np.ndarray, Any]]:
     if kind == "nodule":
@@ -34,7 +50,9 @@ def run_model(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResu
     from models.registry import load_version
 
     e = env()
-    segmenter = load_version(e.settings.mlflow_tracking_uri, model.name, model.version)
+    segmenter = load_version(
+        e.settings.mlflow_tracking_uri, model.name, model.version, current_device()
+    )
     with CpuClock() as clock:
         datasets, _origin = e.source.series_datasets(study_uid, series_uid)
         result, labels, volume = _analyser(segmenter.config.kind)(datasets, segmenter, model)
@@ -85,4 +103,4 @@ def warm_up() -> None:
     from models.registry import load_by_alias
 
     for name in (ICH_MODEL, NODULE_MODEL):
-        load_by_alias(env().settings.mlflow_tracking_uri, name)
+        load_by_alias(env().settings.mlflow_tracking_uri, name, device=current_device())

@@ -1,4 +1,5 @@
-"""`pacsflow gateway` (run the listeners) and `pacsflow outbox` (what happened to triggers)."""
+"""`pacsflow gateway` (run the listeners), `pacsflow web` (the web UI/API alone) and
+`pacsflow outbox` (what happened to triggers)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     gw.set_defaults(handler=run_gateway_cmd)
 
+    web = sub.add_parser(
+        "web",
+        help="run only the clinical web UI and REST API in the foreground",
+        description="Serves the web UI and API (what the gateway mounts at /) alone, on "
+        "web.host:web.port, over pacsflow's database: no DICOM or MLLP listener, no spool, "
+        "no dispatcher, so it scales out (the api image). HTTPS when tls.http is on.",
+    )
+    web.add_argument("--host", help="listen address (default: web.host)")
+    web.add_argument("--port", type=int, help="listen port (default: web.port)")
+    web.set_defaults(handler=run_web_cmd)
+
     ob = sub.add_parser("outbox", help="list outbox rows (accepted triggers) and their state")
     ob.add_argument("--state", choices=["pending", "dispatched", "dead"], help="only this state")
     ob.add_argument("--limit", type=int, default=50)
@@ -34,6 +46,21 @@ def run_gateway_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     model_versions, approve_model = registry_callables(settings.mlflow_tracking_uri)
     run_gateway(settings, model_versions=model_versions, approve_model=approve_model)
+    return 0
+
+
+def run_web_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from models.web_bindings import registry_callables
+    from pacsflow.web.standalone import run_web
+
+    model_versions, approve_model = registry_callables(settings.mlflow_tracking_uri)
+    run_web(
+        settings,
+        host=args.host,
+        port=args.port,
+        model_versions=model_versions,
+        approve_model=approve_model,
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 from pacsflow.config import Settings
+from pacsflow.config.settings import WORKER_POOLS
 from pacsflow.stack.services import app_env
 
 
@@ -18,10 +19,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "serve",
         help="register the pathway deployments and run their flow runs (warm worker)",
-        description="Registers pacsflow's Prefect deployments and executes their runs in "
-        "one long-lived process, so models stay loaded between runs.",
+        description="Registers pacsflow's Prefect deployments, each in the work pool of its "
+        "pathway (workers.routes), and executes the runs of the pools it serves in one "
+        "long-lived process, so models stay loaded between runs. A runner of the gpu pool "
+        "uses CUDA when a device is present.",
     )
-    p.add_argument("--concurrency", type=int, default=2, help="flow runs at once (default 2)")
+    p.add_argument(
+        "--pool",
+        action="extend",
+        type=pool_list,
+        help="work pool(s) whose runs this runner claims: cpu, gpu or cpu,gpu (repeatable; "
+        "default: every pool)",
+    )
+    p.add_argument(
+        "--concurrency", type=int, help="flow runs at once (default: workers.concurrency)"
+    )
     p.set_defaults(handler=run_serve)
 
     demo = sub.add_parser(
@@ -36,9 +48,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     demo.set_defaults(handler=run_demo)
 
 
+def pool_list(text: str) -> list[str]:
+    """A --pool value: "cpu", "gpu", or both comma-separated ("cpu,gpu", what a compose
+    file can put in one argument from one variable)."""
+    pools = [p.strip() for p in text.split(",") if p.strip()]
+    if not pools or any(p not in WORKER_POOLS for p in pools):
+        raise argparse.ArgumentTypeError(
+            f"invalid pool {text!r}: choose from {', '.join(WORKER_POOLS)} (comma-separated)"
+        )
+    return pools
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     env = {**os.environ, **app_env(settings)}
-    argv = [sys.executable, "-m", "deployments.serve", "--concurrency", str(args.concurrency)]
+    concurrency = args.concurrency or settings.workers.concurrency
+    argv = [sys.executable, "-m", "deployments.serve", "--concurrency", str(concurrency)]
+    if args.pool:
+        argv += ["--pool", ",".join(args.pool)]
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 

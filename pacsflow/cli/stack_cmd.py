@@ -15,14 +15,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="start, stop or inspect the embedded services on loopback",
         description="The embedded one-machine stack: Orthanc (archive, DICOMweb), the Prefect "
         "server (UI), MLflow (model registry), pacsflow's database, and pacsflow's gateway and "
-        "flow runner. State lives under the configured var directory.",
+        "warm flow runners (workers.count serving every work pool, workers.gpu_count serving "
+        "only the gpu pool). State lives under the configured var directory.",
     )
     ssub = p.add_subparsers(dest="stack_cmd", required=True)
     up = ssub.add_parser("up", help="start every service that is not running and wait for it")
     up.add_argument(
         "--core-only",
         action="store_true",
-        help="only Orthanc, Prefect and MLflow (not the gateway and the flow runner)",
+        help="only Orthanc, Prefect and MLflow (not the gateway and the flow runners)",
     )
     up.set_defaults(handler=run_up)
     ssub.add_parser("down", help="stop every service started by `stack up`").set_defaults(
@@ -51,10 +52,11 @@ def run_down(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     rows = stack.status(settings)
+    width = max((len(row.name) for row in rows), default=8)
     for row in rows:
         state = "up" if row.running else ("unhealthy" if row.pid else "down")
         pid = str(row.pid) if row.pid else "-"
-        print(f"{row.name:8} {state:9} pid {pid:>7}  {row.url}")
+        print(f"{row.name:{width}} {state:9} pid {pid:>7}  {row.url}")
     return 0 if all(r.running for r in rows) else 3
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -69,6 +69,23 @@ class PrefectSettings(_Group):
     host: str = "127.0.0.1"
     port: int = 4200
     api_url: str | None = Field(None, description="External Prefect API; unset = embedded")
+    database_url: str | None = Field(
+        None,
+        description="Database of the embedded Prefect server, an async SQLAlchemy URL "
+        "(postgresql+asyncpg://user@host/db); unset = SQLite under var_dir",
+    )
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        # Prefect's server only runs on async drivers; a plain postgresql:// URL would
+        # fail later, inside the server's start-up.
+        if url is not None and not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite:")):
+            raise ValueError(
+                "prefect.database_url must start with postgresql+asyncpg:// "
+                f"or sqlite+aiosqlite:, got scheme {url.partition(':')[0]!r}"
+            )
+        return url
 
     @property
     def ui_url(self) -> str:
@@ -219,8 +236,11 @@ class TriageSettings(_Group):
 
 
 class WebSettings(_Group):
-    """The clinical web UI and API (served by the gateway process on gateway.http_port)."""
+    """The clinical web UI and API: served by the gateway process on gateway.http_port, and
+    alone by `pacsflow web` on web.host:web.port (the api image)."""
 
+    host: str = Field("127.0.0.1", description="Listen address of `pacsflow web`")
+    port: int = Field(8081, ge=1, le=65535, description="Listen port of `pacsflow web`")
     session_secret: SecretStr = SecretStr("pacsflow-dev-session-secret-change-me-0123456789")
     session_ttl_s: int = 8 * 3600
     policy_file: Path | None = Field(None, description="RBAC policy TOML; unset = shipped")
@@ -300,6 +320,55 @@ class RateLimitSettings(_Group):
     burst: int = Field(2000, ge=1, description="Requests a client may send at once (bucket size)")
 
 
+# Where each pathway runs when workers.routes does not say: inference on the GPU pool,
+# the database- and network-bound flows on the CPU pool.
+DEFAULT_WORKER_ROUTES: dict[str, str] = {
+    "stroke_triage": "gpu",
+    "nodule_followup": "gpu",
+    "drift_monitor": "cpu",
+    "screening_cohort": "cpu",
+    "archive_sweep": "cpu",
+}
+WORKER_POOLS = ("cpu", "gpu")
+
+
+class WorkersSettings(_Group):
+    """The warm flow runners (deployments.serve) and the work pools their runs go to.
+
+    Each pathway's deployment is registered in one Prefect work pool, "cpu" or "gpu"; a
+    runner claims only the runs of the pools it serves. `pacsflow stack up` starts `count`
+    runners serving every pool and `gpu_count` more serving only the gpu pool."""
+
+    count: int = Field(1, ge=0, description="Runner processes serving every pool (local stack)")
+    gpu_count: int = Field(0, ge=0, description="More runner processes serving only the gpu pool")
+    concurrency: int = Field(2, ge=1, description="Flow runs at once per runner process")
+    routes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_WORKER_ROUTES),
+        description='Pathway -> pool, "cpu" or "gpu"; merged over the defaults (inference '
+        "pathways on gpu, the others on cpu); a pathway not listed runs on cpu",
+    )
+
+    @field_validator("routes", mode="after")
+    @classmethod
+    def _routes_over_defaults(cls, routes: dict[str, str]) -> dict[str, str]:
+        unknown = {p: pool for p, pool in routes.items() if pool not in WORKER_POOLS}
+        if unknown:
+            raise ValueError(
+                f"workers.routes: pools must be one of {list(WORKER_POOLS)}: {unknown}"
+            )
+        return {**DEFAULT_WORKER_ROUTES, **routes}
+
+    @model_validator(mode="after")
+    def _at_least_one_runner(self) -> WorkersSettings:
+        if self.count + self.gpu_count < 1:
+            raise ValueError("workers.count + workers.gpu_count must be at least 1")
+        return self
+
+    def pool_of(self, pathway: str) -> str:
+        """The work pool a pathway's runs go to."""
+        return self.routes.get(pathway, "cpu")
+
+
 class TlsSettings(_Group):
     """TLS on the gateway's listeners (TLS 1.2 or later, PS3.15 B.9). One identity,
     cert_file + key_file, for every listener, also presented when pacsflow connects out."""
@@ -358,6 +427,7 @@ class Settings(BaseSettings):
     sweeps: SweepsSettings = SweepsSettings()
     screening: ScreeningSettings = ScreeningSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    workers: WorkersSettings = WorkersSettings()
 
     @classmethod
     def settings_customise_sources(

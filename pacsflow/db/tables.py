@@ -163,9 +163,13 @@ class PathwayRun(Base):
 
 
 class AuditEntry(Base):
-    """Append-only, hash-chained audit log (each entry hashes the previous one)."""
+    """Append-only, hash-chained audit log (each entry hashes the previous one).
+
+    At most one entry may follow any given entry: the UNIQUE previous-hash column makes two
+    appenders (threads or processes) that read the same head collide instead of forking."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (UniqueConstraint("prev_hash", name="uq_audit_log_prev_hash"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -35,13 +35,9 @@ from pacsflow.gateway.routing import load_rules
 from pacsflow.gateway.spool import Spool
 from pacsflow.gateway.storage_commitment import SpoolInstanceIndex, StorageCommitmentScp
 from pacsflow.gateway.webhook import create_gateway_app
-from pacsflow.governance.auth import AuthConfig, OIDCConfig
-from pacsflow.governance.rbac import load_policy
 from pacsflow.hl7.server import MllpServer
 from pacsflow.orchestration.prefect_api import PrefectApi
-from pacsflow.pathways.timeline import timeline_source
-from pacsflow.web.app import create_web_app
-from pacsflow.web.case_images import key_image_source
+from pacsflow.web.standalone import build_web_app
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +92,11 @@ class Gateway:
         self.hl7 = Hl7Intake(self.sessions, self.assembler, prefetcher=self.prefetcher)
 
     def web_app(self) -> Any:
-        return create_web_app(
+        return build_web_app(
             self.settings,
             self.sessions,
-            policy=load_policy(self.settings.web.policy_file),
-            auth=auth_config(self.settings),
             model_versions=self.model_versions,
             approve_model=self.approve_model,
-            key_image=key_image_source(self.settings),  # type: ignore[arg-type]
-            patient_timeline=timeline_source(self.settings),
         )
 
     def on_stable_study(self, study_uid: str) -> None:
@@ -212,23 +204,6 @@ class Gateway:
             await mllp.stop()
             self.stop_threads()
             log.info("gateway stopped")
-
-
-def auth_config(settings: Settings) -> AuthConfig:
-    w = settings.web
-    oidc = None
-    if w.oidc_issuer and w.oidc_audience:
-        oidc = OIDCConfig(
-            issuer=w.oidc_issuer,
-            audience=w.oidc_audience,
-            jwks_url=w.oidc_jwks_url,
-            username_claim=w.oidc_username_claim,
-            role_claim=w.oidc_role_claim,
-            departments_claim=w.oidc_departments_claim,
-        )
-    return AuthConfig(
-        secret_key=w.session_secret.get_secret_value(), session_ttl_s=w.session_ttl_s, oidc=oidc
-    )
 
 
 def run_gateway(settings: Settings, **bindings: Any) -> None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.db.tables import AuditEntry
+from pacsflow.errors import TransientError
 
 GENESIS = "0" * 64
 _append_lock = threading.Lock()
@@ -45,21 +49,59 @@ def _at(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
+class AuditChainBusyError(TransientError):
+    """Other appenders kept winning the race for the head of the chain; try again later."""
+
+
 class AuditLog:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    """The audit trail of one database, safe to append to from many threads and processes.
+
+    Appenders race for the head: the entry's id (head id + 1, the primary key) and its
+    previous hash (UNIQUE) make a second appender that read the same head fail on commit
+    instead of forking the chain; it re-reads the head and tries again.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_attempts: int = 50,
+        retry_sleep_s: float = 0.02,
+    ) -> None:
         self.sessions = sessions
+        self.max_attempts = max_attempts
+        self.retry_sleep_s = retry_sleep_s
 
     def append(
         self, actor: str, action: str, subject: str, detail: dict[str, Any] | None = None
     ) -> AuditEntry:
         detail = detail or {}
-        with _append_lock, self.sessions() as session:
+        # The lock only spares this process's threads from racing each other.
+        with _append_lock:
+            for attempt in range(1, self.max_attempts + 1):
+                entry = self._try_append(actor, action, subject, detail)
+                if entry is not None:
+                    return entry
+                # Jitter, so the losers of one race do not all collide again in the next.
+                time.sleep(random.uniform(0, self.retry_sleep_s * min(attempt, 10)))
+        raise AuditChainBusyError(
+            f"audit entry {action!r} on {subject!r} not appended: the chain head changed "
+            f"under each of {self.max_attempts} attempts (too many concurrent appenders)"
+        )
+
+    def _try_append(
+        self, actor: str, action: str, subject: str, detail: dict[str, Any]
+    ) -> AuditEntry | None:
+        """The new entry, or None when another appender took the head first."""
+        with self.sessions() as session:
             last = session.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
-            prev = last.hash if last else GENESIS
-            now = datetime.now(UTC).replace(
-                microsecond=(datetime.now(UTC).microsecond // 1000) * 1000
-            )
+            prev, next_id = (last.hash, last.id + 1) if last else (GENESIS, 1)
+            # Explicit ids: a lost race must not leave a sequence gap that `verify` would
+            # report as a deleted entry (PostgreSQL sequences do not roll back).
+            now = datetime.now(UTC)
+            now = now.replace(microsecond=now.microsecond // 1000 * 1000)
             entry = AuditEntry(
+                id=next_id,
                 at=now,
                 actor=actor,
                 action=action,
@@ -69,7 +111,11 @@ class AuditLog:
                 hash=entry_hash(prev, _at(now), actor, action, subject, detail),
             )
             session.add(entry)
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
             return entry
 
     def verify(self) -> list[str]:

@@ -111,6 +111,7 @@ class MllpServer:
                 f"MLLP server cannot listen on {self.host}:{self._requested_port}: {exc}"
             ) from exc
         self._port = self._server.sockets[0].getsockname()[1]
+        self._requested_port = self._port  # a restart comes back where clients expect it
         logger.info(
             "MLLP server listening on %s:%s (tls=%s)", self.host, self._port, bool(self.ssl)
         )

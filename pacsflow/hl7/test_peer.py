@@ -62,6 +62,7 @@ class RecordingRisPeer:
         self._received: list[ReceivedMessage] = []
         self._script: deque[Behaviour] = deque()
         self._default: Behaviour = "AA"
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by in_background
 
     # -- control -----------------------------------------------------------------------------
     @property
@@ -135,6 +136,18 @@ class RecordingRisPeer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    @contextmanager
+    def offline(self) -> Iterator[None]:
+        """The RIS is down for the block (connections refused), then listens again on the
+        same port: a RIS outage for reliability tests. Only for ``in_background`` peers."""
+        if self._loop is None:
+            raise StackError("offline() needs a peer started with in_background()")
+        asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=10)
+        try:
+            yield
+        finally:
+            asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(timeout=10)
+
     @classmethod
     @contextmanager
     def in_background(
@@ -147,7 +160,7 @@ class RecordingRisPeer:
     ) -> Iterator[RecordingRisPeer]:
         """Run a peer on its own event loop in a daemon thread for synchronous callers."""
         peer = cls(host, port, ssl=ssl, max_message_bytes=max_message_bytes)
-        loop = asyncio.new_event_loop()
+        loop = peer._loop = asyncio.new_event_loop()
         started = threading.Event()
         failure: list[BaseException] = []
 

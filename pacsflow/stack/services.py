@@ -6,13 +6,14 @@ import json
 import shutil
 import ssl
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
 
 import httpx
 
 from pacsflow.config import Settings
-from pacsflow.config.settings import write_settings
+from pacsflow.config.settings import WORKER_POOLS, write_settings
 from pacsflow.config.tls import client_context
 from pacsflow.errors import StackError
 from pacsflow.stack.process import ManagedProcess
@@ -84,11 +85,12 @@ def orthanc_service(settings: Settings) -> ManagedProcess:
 
 def prefect_env(settings: Settings) -> dict[str, str]:
     home = (settings.paths.var_dir / "prefect").resolve()
+    database_url = settings.prefect.database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}"
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": settings.prefect.effective_api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_UI_API_URL": settings.prefect.effective_api_url,
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
     }
@@ -177,15 +179,36 @@ def _probe_tls(settings: Settings) -> ssl.SSLContext | bool:
     return client_context(settings.tls) if settings.tls.http else True
 
 
-def worker_service(settings: Settings) -> ManagedProcess:
-    """The Prefect runner that serves pacsflow's deployments (deployments.serve)."""
+def runner_process(
+    settings: Settings, name: str, pools: Sequence[str], env: Mapping[str, str] | None = None
+) -> ManagedProcess:
+    """One warm runner (deployments.serve) claiming the runs of `pools`."""
+    argv = [sys.executable, "-m", "deployments.serve"]
+    for pool in pools:
+        argv += ["--pool", pool]
+    argv += ["--concurrency", str(settings.workers.concurrency)]
     return ManagedProcess(
-        name="worker",
-        argv=[sys.executable, "-m", "deployments.serve"],
-        env=app_env(settings),
+        name=name,
+        argv=argv,
+        env=app_env(settings) if env is None else env,
         run_dir=settings.paths.run_dir,
         log_dir=settings.paths.log_dir,
         ports=[],
         ready=lambda: True,
         start_timeout_s=120,
     )
+
+
+def worker_services(settings: Settings) -> list[ManagedProcess]:
+    """The warm runners of the stack: workers.count serving every pool ("worker-1", ...)
+    and workers.gpu_count serving only the gpu pool ("worker-gpu-1", ...), each with its
+    own pid and log file."""
+    w = settings.workers
+    env = app_env(settings)  # written once: every runner reads the same effective file
+    every_pool = [
+        runner_process(settings, f"worker-{i}", WORKER_POOLS, env) for i in range(1, w.count + 1)
+    ]
+    gpu_only = [
+        runner_process(settings, f"worker-gpu-{i}", ["gpu"], env) for i in range(1, w.gpu_count + 1)
+    ]
+    return every_pool + gpu_only

@@ -1,7 +1,13 @@
-"""`pacsflow stack up | down | status`: the embedded services in dependency order."""
+"""`pacsflow stack up | down | status`: the embedded services in dependency order.
+
+The core (Orthanc, Prefect, MLflow) first, then the gateway and the warm runners:
+workers.count runners serving every pool ("worker-1", ...) and workers.gpu_count serving
+only the gpu pool ("worker-gpu-1", ...).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,16 +18,14 @@ from pacsflow.stack.process import ManagedProcess
 
 ServiceFactory = Callable[[Settings], ManagedProcess]
 
-# Start order; stop runs in reverse. The gateway and the worker need the three before them.
+# Start order; stop runs in reverse. The gateway and the workers need the three before them.
 CORE_SERVICES: dict[str, ServiceFactory] = {
     "orthanc": services.orthanc_service,
     "prefect": services.prefect_service,
     "mlflow": services.mlflow_service,
 }
-APP_SERVICES: dict[str, ServiceFactory] = {
-    "gateway": services.gateway_service,
-    "worker": services.worker_service,
-}
+# Runner pid files: "worker" (one runner, before work pools), "worker-N", "worker-gpu-N".
+WORKER_NAME = re.compile(r"worker(-gpu)?(-[1-9][0-9]*)?")
 
 
 @dataclass(frozen=True)
@@ -32,23 +36,26 @@ class ServiceStatus:
     url: str | None
 
 
+def app_services(settings: Settings) -> list[ManagedProcess]:
+    """The gateway, then every configured warm runner."""
+    return [services.gateway_service(settings), *services.worker_services(settings)]
+
+
 def service_urls(settings: Settings) -> dict[str, str]:
     g = settings.gateway
-    return {
+    w = settings.workers
+    urls = {
         "orthanc": settings.orthanc.base_url + "/app/explorer.html",
         "prefect": settings.prefect.ui_url,
         "mlflow": f"http://{settings.mlflow.host}:{settings.mlflow.port}",
         "gateway": f"http://{g.host}:{g.http_port} (DICOM {g.aet}@{g.host}:{g.dicom_port}, "
         f"MLLP {g.host}:{g.mllp_port})",
-        "worker": "Prefect runner serving pacsflow deployments",
     }
-
-
-def selected(include_app: bool) -> dict[str, ServiceFactory]:
-    chosen = dict(CORE_SERVICES)
-    if include_app:
-        chosen.update(APP_SERVICES)
-    return chosen
+    for i in range(1, w.count + 1):
+        urls[f"worker-{i}"] = "Prefect runner, pools cpu + gpu"
+    for i in range(1, w.gpu_count + 1):
+        urls[f"worker-gpu-{i}"] = "Prefect runner, pool gpu"
+    return urls
 
 
 def up(
@@ -58,8 +65,7 @@ def up(
     settings.paths.var_dir.mkdir(parents=True, exist_ok=True)
     echo(f"database: migrating {settings.database_url}")
     upgrade(settings.database_url)
-    factories = selected(include_app)
-    core = [factories[name](settings) for name in CORE_SERVICES]
+    core = [factory(settings) for factory in CORE_SERVICES.values()]
     # Start the core together (they are independent), then wait for each.
     for proc in core:
         was_running = proc.is_running()
@@ -67,34 +73,56 @@ def up(
         echo(f"{proc.name}: {'already running' if was_running else 'started'} (pid {pid})")
     for proc in core:
         proc.wait_ready()
-    for name in factories:
-        if name in CORE_SERVICES:
-            continue
-        proc = factories[name](settings)
+    app = app_services(settings) if include_app else []
+    for proc in app:
         was_running = proc.is_running()
         pid = proc.start()
         proc.wait_ready()
-        echo(f"{name}: {'already running' if was_running else 'started'} (pid {pid})")
+        echo(f"{proc.name}: {'already running' if was_running else 'started'} (pid {pid})")
     urls = service_urls(settings)
-    for name in factories:
-        echo(f"  {name:8} {urls[name]}")
+    width = max(len(proc.name) for proc in core + app)
+    for proc in core + app:
+        echo(f"  {proc.name:{width}} {urls[proc.name]}")
 
 
 def down(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
-    for name in reversed(list(selected(include_app=True))):
-        proc = _describe(settings, name)
-        echo(f"{name}: {'stopped' if proc.stop() else 'not running'}")
+    """Stop every service in reverse start order, and runners left over from an earlier
+    configuration (more workers, or the single "worker" before work pools)."""
+    for proc in reversed(_every_process(settings)):
+        echo(f"{proc.name}: {'stopped' if proc.stop() else 'not running'}")
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
     urls = service_urls(settings)
     result = []
-    for name in selected(include_app=True):
-        proc = _describe(settings, name)
+    for proc in _every_process(settings):
         pid = proc.pid()
-        result.append(ServiceStatus(name, pid is not None and proc.ready(), pid, urls[name]))
+        if proc.name not in urls and pid is None:
+            continue  # a left-over pid file of a runner that is gone
+        url = urls.get(proc.name, "Prefect runner not in the configuration: `stack down`")
+        result.append(ServiceStatus(proc.name, pid is not None and proc.ready(), pid, url))
     return result
 
 
-def _describe(settings: Settings, name: str) -> ManagedProcess:
-    return selected(include_app=True)[name](settings)
+def _every_process(settings: Settings) -> list[ManagedProcess]:
+    configured = [f(settings) for f in CORE_SERVICES.values()] + app_services(settings)
+    names = {p.name for p in configured}
+    return configured + [p for p in _leftover_runners(settings) if p.name not in names]
+
+
+def _leftover_runners(settings: Settings) -> list[ManagedProcess]:
+    """Runners with a pid file that the configuration no longer names (enough to stop
+    them: the pid file is what `stop` needs)."""
+    run_dir = settings.paths.run_dir
+    names = sorted(p.stem for p in run_dir.glob("worker*.pid") if WORKER_NAME.fullmatch(p.stem))
+    return [
+        ManagedProcess(
+            name=name,
+            argv=[],
+            run_dir=run_dir,
+            log_dir=settings.paths.log_dir,
+            ports=[],
+            ready=lambda: True,
+        )
+        for name in names
+    ]

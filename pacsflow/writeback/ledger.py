@@ -4,12 +4,15 @@ Each output has a key (target, study, model version). A writer first *claims* th
 unique row in state "sending"); only the claimant sends; after the peer accepts, the row
 becomes "delivered". A second attempt running at the same time finds the claim and backs
 off (TransientError: retried later). A claim left behind by a crashed worker is taken over
-after `stale_after_s`: the resend then carries the same deterministic identifiers (SOP
-Instance UID, MSH-10, FHIR conditional-create identifier), so the peer can recognise it.
+at once when the claim's owner (host:pid) is a dead process of this host, else after
+`stale_after_s`: the resend then carries the same deterministic identifiers (SOP Instance
+UID, MSH-10, FHIR conditional-create identifier), so the peer can recognise it.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from pacsflow.db.tables import Writeback
 from pacsflow.domain import ModelRef
 from pacsflow.errors import TransientError
+from pacsflow.stack.process import pid_alive
 
 SENDING = "sending"
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_dead(owner: object) -> bool:
+    """True only when the claim's owner is known to be gone: a dead pid on this host."""
+    host, _, pid = str(owner or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def writeback_key(target: str, study_uid: str, model: ModelRef) -> str:
@@ -58,7 +69,7 @@ class Ledger:
                     key=key,
                     study_uid=study_uid,
                     target=target,
-                    detail={"state": SENDING},
+                    detail={"state": SENDING, "owner": OWNER},
                     delivered_at=now,
                 )
             )
@@ -70,15 +81,17 @@ class Ledger:
             row = session.scalar(select(Writeback).where(Writeback.key == key))
             if row is None:  # released meanwhile: try again later
                 raise DeliveryInProgress(f"{key}: claim released concurrently")
-            if (row.detail or {}).get("state") != SENDING:
-                return dict(row.detail or {})
-            if now - _aware(row.delivered_at) < timedelta(seconds=self.stale_after_s):
+            detail = row.detail or {}
+            if detail.get("state") != SENDING:
+                return dict(detail)
+            recent = now - _aware(row.delivered_at) < timedelta(seconds=self.stale_after_s)
+            if recent and not _owner_dead(detail.get("owner")):
                 raise DeliveryInProgress(f"{key} is being delivered by another attempt")
             # Stale claim (its worker died): take it over, compare-and-set on the timestamp.
             taken = session.execute(
                 update(Writeback)
                 .where(Writeback.id == row.id, Writeback.delivered_at == row.delivered_at)
-                .values(delivered_at=now)
+                .values(delivered_at=now, detail={"state": SENDING, "owner": OWNER})
             )
             session.commit()
             if taken.rowcount != 1:  # type: ignore[attr-defined]

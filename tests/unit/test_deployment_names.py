@@ -33,3 +33,13 @@ def test_on_demand_deployments_are_not_dispatched() -> None:
     for spec in on_demand:
         assert spec.pathway not in DEPLOYMENTS
         assert spec.full_name not in DEPLOYMENTS.values()
+
+
+def test_every_deployment_has_a_default_work_pool_route() -> None:
+    """A new pathway is routed on purpose: inference on the gpu pool, the rest on cpu."""
+    from pacsflow.config.settings import DEFAULT_WORKER_ROUTES
+
+    assert {spec.pathway for spec in CATALOG} == set(DEFAULT_WORKER_ROUTES)
+    for spec in CATALOG:
+        expected = "gpu" if spec.dispatched else "cpu"  # the dispatched pathways infer
+        assert DEFAULT_WORKER_ROUTES[spec.pathway] == expected, spec.full_name

@@ -167,6 +167,32 @@ def test_compose_backends_are_on_postgresql() -> None:
         assert re.search(rf"^create {database} ", init, re.MULTILINE), database
 
 
+def _compose_pools(command: list[str]) -> list[str]:
+    """The pools of a `pacsflow serve --pool X` command, compose's ${VAR:-default} resolved
+    to its default."""
+    from pacsflow.cli.serve_cmd import pool_list
+
+    assert command[:3] == ["pacsflow", "serve", "--pool"], command
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command[3])
+    return pool_list(value)
+
+
+def test_compose_workers_serve_their_work_pools_and_the_api_runs_web_only() -> None:
+    services = _compose()["services"]
+    assert _compose_pools(services["worker-gpu"]["command"]) == ["gpu"]
+    for name in ("worker-cpu-1", "worker-cpu-2"):
+        # Both pools unless .env says cpu: without the gpu profile nobody else serves gpu.
+        assert _compose_pools(services[name]["command"]) == ["cpu", "gpu"], name
+    assert "CPU_WORKER_POOLS" in services["worker-cpu-1"]["command"][3]
+    assert _env_file(COMPOSE / ".env.example")["CPU_WORKER_POOLS"] == "cpu,gpu"
+    api = services["api"]
+    assert api["command"] == ["pacsflow", "web"]
+    assert api["environment"]["PACSFLOW_WEB_HOST"] == "0.0.0.0"
+    assert api["ports"] == [
+        "${BIND_ADDRESS:-127.0.0.1}:8081:" + api["environment"]["PACSFLOW_WEB_PORT"]
+    ]
+
+
 # --- Kubernetes -------------------------------------------------------------------------
 
 
@@ -210,6 +236,17 @@ def test_k8s_gateway_is_one_replica_on_its_own_spool_volume() -> None:
     claim = volumes["var"]["persistentVolumeClaim"]["claimName"]
     assert ("PersistentVolumeClaim", claim) in objects
     assert ("PersistentVolumeClaim", "orthanc-storage") in objects
+
+
+def test_k8s_workers_serve_their_pool_and_the_api_runs_web_only() -> None:
+    objects = {o["metadata"]["name"]: o for o in _k8s_objects() if o["kind"] in WORKLOADS}
+    for name, pool in (("worker-cpu", "cpu"), ("worker-gpu", "gpu")):
+        assert _containers(objects[name])[0]["args"] == ["pacsflow", "serve", "--pool", pool]
+    (api,) = _containers(objects["api"])
+    assert api["args"] == ["pacsflow", "web"]
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert env["PACSFLOW_WEB_HOST"] == "0.0.0.0"
+    assert int(env["PACSFLOW_WEB_PORT"]) == api["ports"][0]["containerPort"]
 
 
 def test_k8s_workers_keep_their_names_across_restarts() -> None:
@@ -330,6 +367,25 @@ def test_dockerfile_roles_share_one_base_and_run_as_a_numeric_non_root_user() ->
     # Each role declares its own check (the runner's has no HTTP port).
     roles = re.split(r"^FROM base AS ", text, flags=re.MULTILINE)[1:]
     assert len(roles) == 4 and all("HEALTHCHECK" in r for r in roles)
+
+
+def test_dockerfile_roles_run_their_command() -> None:
+    text = (DOCKER / "Dockerfile").read_text()
+    roles: dict[str, str] = {}
+    for stage in re.split(r"^FROM base AS ", text, flags=re.MULTILINE)[1:]:
+        role, _, body = stage.partition("\n")
+        roles[role.strip()] = body
+    commands = {
+        role: json.loads(re.findall(r"^CMD (.+)$", body, re.MULTILINE)[-1])
+        for role, body in roles.items()
+    }
+    assert commands == {
+        "gateway": ["pacsflow", "gateway"],
+        "worker-cpu": ["pacsflow", "serve", "--pool", "cpu"],
+        "worker-gpu": ["pacsflow", "serve", "--pool", "gpu"],
+        "api": ["pacsflow", "web"],
+    }
+    assert "PACSFLOW_WEB_HOST=0.0.0.0" in roles["api"] and "PACSFLOW_WEB_PORT=8080" in roles["api"]
 
 
 def _load_healthcheck() -> ModuleType:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,3 +58,28 @@ def test_concurrent_attempt_backs_off_and_stale_claim_is_taken_over(ledger: Ledg
     ledger.complete("k", {"ok": "B"})
     assert ledger.delivered("k") == {"ok": "B"}
     assert [w.target for w in ledger.for_study("1.2")] == ["ris"]
+
+
+def test_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(ledger: Ledger) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs (reaped)
+    assert ledger.claim("k", "1.2", "ris") is None
+    with ledger.sessions() as s:  # the claim was made by that process a moment ago
+        row = s.query(Writeback).one()
+        row.detail = {"state": "sending", "owner": f"{socket.gethostname()}:{dead.pid}"}
+        s.commit()
+    assert ledger.claim("k", "1.2", "ris") is None  # no 60 s wait: its owner is gone
+    with ledger.sessions() as s:
+        assert s.query(Writeback).one().detail["owner"] == f"{socket.gethostname()}:{os.getpid()}"
+
+
+def test_claim_of_a_live_process_or_another_host_still_waits(ledger: Ledger) -> None:
+    for owner in (f"{socket.gethostname()}:{os.getpid()}", "elsewhere:1"):
+        assert ledger.claim("k", "1.2", "ris") is None
+        with ledger.sessions() as s:
+            row = s.query(Writeback).one()
+            row.detail = {"state": "sending", "owner": owner}
+            s.commit()
+        with pytest.raises(DeliveryInProgress):
+            ledger.claim("k", "1.2", "ris")
+        ledger.release("k")

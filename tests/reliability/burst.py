@@ -1,0 +1,258 @@
+"""A burst of head CT studies through the whole stack, and the checks that nothing was lost
+or written twice (issue 9, "Reliability tests").
+
+The stack is the one `pacsflow stack up` starts (Orthanc, Prefect server, MLflow, gateway and
+two warm runners as separate processes) with the recording MLLP RIS, the FHIR R4 test double
+and a paging receiver in this process. Studies go the way the field sends them: each by its
+own dcmtk `storescu` to the archive and to the gateway, many at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from deployments.local_stack import LocalStack
+from pacsflow.db.tables import PathwayRun
+from pacsflow.dicom.dicomweb import Archive
+from pacsflow.governance.audit import AuditLog
+from pacsflow.stack import services
+from pacsflow.stack.process import ManagedProcess, pid_alive
+from pacsflow.synth.phantoms import Hemorrhage
+from pacsflow.synth.studies import write_head_ct_study
+from pacsflow.synth.truth import StudyTruth
+
+PATHWAY = "stroke_triage"
+# Small but analysable head CTs: 256 matrix (0.7-0.9 mm pixels), 12 slices of 5 mm, one
+# series each, so 200 of them fit a CI run; every third one bleeds.
+MATRIX = 256
+COVERAGE_MM = 60.0
+# At most this many storescu processes at once: below the gateway's 64 associations, as a
+# modality fleet sending at the same moment would be.
+SENDERS = 48
+
+
+@dataclass
+class Sent:
+    truth: StudyTruth
+    folder: Path
+
+
+@dataclass
+class Burst:
+    local: LocalStack
+    studies_dir: Path
+    _next_seed: int = 10_000
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- studies ------------------------------------------------------------------------------
+    def make_studies(self, count: int) -> list[Sent]:
+        """``count`` new studies with seeds no other test of the module used."""
+        with self._lock:
+            first, self._next_seed = self._next_seed, self._next_seed + count
+        made = []
+        for seed in range(first, first + count):
+            folder = self.studies_dir / f"s{seed}"
+            bleeds = (
+                (Hemorrhage(subtype="intraparenchymal", volume_ml=25.0, side="left"),)
+                if seed % 3 == 0
+                else ()
+            )
+            truth = write_head_ct_study(
+                folder,
+                seed=seed,
+                hemorrhages=bleeds,
+                matrix=MATRIX,
+                coverage_mm=COVERAGE_MM,
+                with_scout=False,
+                with_bone=False,
+                with_dose_report=False,
+            )
+            made.append(Sent(truth, folder))
+        return made
+
+    def send_all(self, studies: Sequence[Sent], senders: int = SENDERS) -> float:
+        """Send every study at once (``senders`` storescu processes in flight); the seconds
+        it took. Raises if any was refused: these tests only count accepted studies."""
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=senders) as pool:
+            list(pool.map(lambda s: self.local.send(s.folder), studies))
+        return time.monotonic() - started
+
+    # -- waiting -----------------------------------------------------------------------------
+    def wait_outcomes(self, studies: Sequence[Sent], timeout_s: float) -> dict[str, PathwayRun]:
+        """Wait until every study has an outcome row (what is there at the deadline)."""
+        uids = [s.truth.study_uid for s in studies]
+        deadline = time.monotonic() + timeout_s
+        found: dict[str, PathwayRun] = {}
+        while time.monotonic() < deadline:
+            found = self.local.outcomes(uids)
+            if len(found) == len(uids):
+                return found
+            time.sleep(1.0)
+        return found
+
+    def wait_idle(self, timeout_s: float = 120.0) -> int:
+        """Wait until Prefect holds no scheduled, pending or running flow run (nothing is
+        left that could still write); the number still active at the deadline."""
+        url = self.local.settings.prefect.effective_api_url + "/flow_runs/count"
+        deadline = time.monotonic() + timeout_s
+        active = -1
+        while time.monotonic() < deadline:
+            due = datetime.now(UTC).isoformat()  # not the crons' runs of later hours
+            states = {
+                "flow_runs": {
+                    "state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}},
+                    "expected_start_time": {"before_": due},
+                }
+            }
+            active = int(httpx.post(url, json=states, timeout=10).json())
+            if active == 0:
+                return 0
+            time.sleep(1.0)
+        return active
+
+    def wait_first_outcomes(self, studies: Sequence[Sent], count: int, timeout_s: float) -> None:
+        """Block until ``count`` of the studies have an outcome (the burst is under way)."""
+        uids = [s.truth.study_uid for s in studies]
+        deadline = time.monotonic() + timeout_s
+        while len(self.local.outcomes(uids)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} outcomes after {timeout_s} s")
+            time.sleep(0.5)
+
+    # -- services -----------------------------------------------------------------------------
+    def service(self, name: str) -> ManagedProcess:
+        factories: dict[str, Callable[..., ManagedProcess]] = {
+            "orthanc": services.orthanc_service,
+            "prefect": services.prefect_service,
+            "gateway": services.gateway_service,
+        }
+        if name in factories:
+            return factories[name](self.local.settings)
+        return next(w for w in services.worker_services(self.local.settings) if w.name == name)
+
+    def outage(self, name: str, seconds: float) -> None:
+        """The service is stopped (SIGTERM, then SIGKILL after its grace time), stays down
+        for ``seconds`` and is started again on the same ports and state, ready."""
+        assert self.service(name).stop(), f"{name} was not running"
+        time.sleep(seconds)
+        self.restart(name)
+
+    def restart(self, name: str) -> None:
+        proc = self.service(name)
+        proc.start()
+        proc.wait_ready()
+
+    @staticmethod
+    def wait_seconds(seconds: float) -> None:
+        time.sleep(seconds)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the service's whole process group: a crash, no clean-up of any kind."""
+        pid = self.service(name).pid()
+        assert pid is not None, f"{name} was not running"
+        os.killpg(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.05)
+
+    # -- checks -------------------------------------------------------------------------------
+    def outcome_rows(self, studies: Sequence[Sent]) -> Counter[str]:
+        """Outcome rows per study (all model versions): exactly one is expected."""
+        uids = [s.truth.study_uid for s in studies]
+        with self.local.sessions() as session:
+            rows = session.execute(
+                select(PathwayRun.study_uid, func.count())
+                .where(PathwayRun.study_uid.in_(uids), PathwayRun.pathway == PATHWAY)
+                .group_by(PathwayRun.study_uid)
+            )
+            return Counter({uid: n for uid, n in rows})
+
+    def duplicate_writes(self, studies: Sequence[Sent]) -> list[str]:
+        """Every output counted at the receiving system itself, not in pacsflow's ledger:
+        SR and SEG instances in the archive, ORUs the RIS accepted, FHIR DiagnosticReports
+        the EHR holds, pages received. One line per study and output seen more than once."""
+        problems: list[str] = []
+        archive = Archive(self.local.settings.orthanc)
+        for sent in studies:
+            uid = sent.truth.study_uid
+            modalities = Counter(
+                item.get("00080060", {}).get("Value", ["?"])[0]
+                for item in archive.study_metadata(uid)
+            )
+            for modality in ("SR", "SEG"):
+                if modalities[modality] > 1:
+                    problems.append(f"{uid}: {modalities[modality]} {modality} instances")
+        by_accession = {s.truth.accession_number: s.truth.study_uid for s in studies}
+        for kind in ("ORU^R01", "ORM^O01"):
+            seen: Counter[str] = Counter()
+            for message in self.local.ris.of_type(kind):
+                text = message.to_er7()
+                seen.update(acc for acc in by_accession if acc and acc in text)
+            problems += [
+                f"{by_accession[a]}: {n} {kind} accepted" for a, n in seen.items() if n > 1
+            ]
+        reports: Counter[str] = Counter()
+        with self.local.ehr.store.lock:
+            stored = list(self.local.ehr.store.resources.get("DiagnosticReport", {}).values())
+        for resource in stored:
+            text = json.dumps(resource)
+            reports.update(s.truth.study_uid for s in studies if s.truth.study_uid in text)
+        problems += [f"{u}: {n} DiagnosticReports" for u, n in reports.items() if n > 1]
+        pages: Counter[str] = Counter()
+        for body in list(self.local.pager.received):
+            text = json.dumps(body)
+            pages.update(s.truth.study_uid for s in studies if s.truth.study_uid in text)
+        problems += [f"{u}: {n} pages" for u, n in pages.items() if n > 1]
+        return problems
+
+    def prefect_log_hits(self, pattern: re.Pattern[str]) -> list[str]:
+        """Matches in the flow-run logs the runners sent to the Prefect server."""
+        url = self.local.settings.prefect.effective_api_url + "/logs/filter"
+        hits: list[str] = []
+        offset = 0
+        while True:
+            page = httpx.post(url, json={"offset": offset, "limit": 200}, timeout=30).json()
+            hits += [m.group(0) for entry in page if (m := pattern.search(entry["message"]))]
+            if len(page) < 200:
+                return hits
+            offset += len(page)
+
+    def audit_problems(self) -> list[str]:
+        return AuditLog(self.local.sessions).verify()
+
+
+def phi_pattern(studies: Sequence[Sent]) -> re.Pattern[str]:
+    """Patient names (each name part of 4+ letters) and birth dates of the studies, as a
+    log line could carry them: DICOM DA and ISO 8601 (digits standing alone, so a UID that
+    happens to contain the same digits is not a hit)."""
+    words: set[str] = set()
+    dates: set[str] = set()
+    for sent in studies:
+        words.update(p for p in re.split(r"[\^ ]", sent.truth.patient_name) if len(p) >= 4)
+        da = sent.truth.patient_birth_date.replace("-", "")
+        if len(da) == 8:
+            dates.update({da, f"{da[:4]}-{da[4:6]}-{da[6:]}"})
+    alternatives = [rf"\b{re.escape(w)}\b" for w in sorted(words)]
+    alternatives += [rf"(?<![\d.]){re.escape(d)}(?![\d.])" for d in sorted(dates)]
+    return re.compile("|".join(alternatives), flags=re.IGNORECASE)
+
+
+def log_lines(var_dir: Path) -> Iterator[tuple[Path, int, str]]:
+    for path in sorted((var_dir / "log").rglob("*.log")):
+        with path.open(errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                yield path, number, line
