@@ -56,6 +56,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.bench_inference
 	$(BIN)/python -m bench.bench_time_to_flag
 	$(BIN)/python -m bench.bench_sweep
+	$(BIN)/python -m bench.bench_scale
 
 stack-up: bootstrap
 	$(BIN)/pacsflow stack up

@@ -20,7 +20,6 @@ import argparse
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,44 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-
 from bench.bench_time_to_flag import time_to_flag
 from bench.common import summary, write_result
 from deployments.local_stack import LocalStack, local_stack
 from pacsflow.db.tables import PathwayRun
 from pacsflow.synth.phantoms import Hemorrhage
 from pacsflow.synth.studies import write_head_ct_study
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@contextmanager
-def postgres_databases(names: list[str]) -> Iterator[dict[str, str]]:
-    """Fresh databases for one configuration: name -> database name."""
-    unique = {n: f"pacsflow_bench_{n}_{uuid.uuid4().hex[:8]}" for n in names}
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for db in unique.values():
-            conn.execute(text(f'CREATE DATABASE "{db}"'))
-    try:
-        yield unique
-    finally:
-        with admin.connect() as conn:
-            for db in unique.values():
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def backend_overrides(backend: str, dbs: dict[str, str]) -> dict[str, Any]:
-    if backend == "sqlite":
-        return {}
-    base = "postgres@127.0.0.1:5432"
-    return {
-        "database": {"url": f"postgresql+psycopg2://{base}/{dbs['pacsflow']}"},
-        "prefect": {"database_url": f"postgresql+asyncpg://{base}/{dbs['prefect']}"},
-        "mlflow": {"tracking_uri": f"postgresql+psycopg2://{base}/{dbs['mlflow']}"},
-    }
+from pacsflow.testing.postgres import fresh_databases, stack_overrides
 
 
 def make_study(out: Path, seed: int) -> tuple[Path, str]:
@@ -105,11 +73,11 @@ def throughput_per_hour(runs: list[PathwayRun]) -> float:
 
 def measure(backend: str, workers: int, studies: int, work: Path) -> dict[str, Any]:
     databases = (
-        postgres_databases(["pacsflow", "prefect", "mlflow"]) if backend == "postgres" else _none()
+        fresh_databases(["pacsflow", "prefect", "mlflow"]) if backend == "postgres" else _none()
     )
     with databases as dbs:
         var = work / f"{backend}-{workers}"
-        overrides = backend_overrides(backend, dbs)
+        overrides = stack_overrides(dbs) if dbs else {}
         with local_stack(
             var, stable_window_s=2.0, workers={"count": workers}, **overrides
         ) as local:

@@ -135,7 +135,10 @@ def local_stack(
         try:
             from models.bootstrap import ensure_registered
 
-            for name, info in ensure_registered(settings.mlflow_tracking_uri).items():
+            registered = ensure_registered(
+                settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+            )
+            for name, info in registered.items():
                 who = info.approval.approved_by if info.approval else "-"
                 echo(f"  model {name}: version {info.version} is champion (approved by {who})")
             try:

@@ -55,6 +55,7 @@ from pacsflow.stack.process import pid_alive
 log = logging.getLogger("pacsflow.runner")
 HOST = socket.gethostname()
 OWNER = f"{HOST}:{os.getpid()}"
+ORPHAN_CHECK_S = 30.0  # how often a runner looks for runs of dead runners of its host
 
 
 # A prefix keeps pacsflow's pools apart from other teams' pools on a shared Prefect server.
@@ -214,18 +215,27 @@ class WarmRunner:
         except BaseException:  # the run's state records the failure; the runner goes on
             log.exception("flow run %s raised", run.id)
 
+    def _recover(self, client: Any) -> None:
+        try:
+            self.recover_orphans(client)
+        except Exception as exc:  # never block serving on the clean-up
+            log.warning("orphan recovery skipped: %s", exc)
+
     def run(self) -> None:
         with get_client(sync_client=True) as client:
-            try:
-                self.recover_orphans(client)
-            except Exception as exc:  # never block serving on the clean-up
-                log.warning("orphan recovery skipped: %s", exc)
+            self._recover(client)
+            last_recovery = time.monotonic()
             while not self.stop_event.is_set():
                 try:
                     self.poll_once(client)
                 except Exception as exc:  # server restarting: keep polling
                     log.warning("polling Prefect failed: %s", exc)
                     time.sleep(min(5.0, self.poll_s * 3))
+                # Also now and then: a runner of this host that died and is not restarted
+                # leaves runs that a surviving runner must pick up.
+                if time.monotonic() - last_recovery > ORPHAN_CHECK_S:
+                    self._recover(client)
+                    last_recovery = time.monotonic()
                 self.stop_event.wait(self.poll_s)
         self._pool.shutdown(wait=True)
 

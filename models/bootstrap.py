@@ -107,10 +107,15 @@ def ensure_model(
 
 
 def ensure_registered(
-    tracking_uri: str, *, approver: str = "pacsflow-demo", weights_dir: Path = WEIGHTS_DIR
+    tracking_uri: str,
+    *,
+    approver: str = "pacsflow-demo",
+    weights_dir: Path = WEIGHTS_DIR,
+    artifact_root: Path | None = None,
 ) -> dict[str, VersionInfo]:
-    """Each shipped model registered, approved and champion; idempotent."""
-    registry = Registry(tracking_uri)
+    """Each shipped model registered, approved and champion; idempotent. ``artifact_root``:
+    where the files go when the store is a database other than SQLite (PostgreSQL)."""
+    registry = Registry(tracking_uri, artifact_root=artifact_root)
     return {
         key: ensure_model(registry, spec, approver=approver, weights_dir=weights_dir)
         for key, spec in MODELS.items()

@@ -25,6 +25,54 @@ def _table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Strata of the held-out evaluation shown on the card, per model (key -> strata names).
+CARD_STRATA: dict[str, tuple[str, ...]] = {"ich": ("vendor", "protocol", "noise_band")}
+STRATA_COLUMNS = ("studies", "sensitivity", "specificity", "volume_abs_error_ml_median")
+
+# What the evaluation showed about a model's failure modes, beyond the general limitations.
+MODEL_LIMITATIONS: dict[str, tuple[str, ...]] = {
+    "ich": (
+        "Study-level goals (sensitivity and specificity >= 0.95) are NOT met; see the "
+        "evaluation above. A retrain that drew subdurals three times as often (fine-tune, "
+        "500 steps) was no better on the validation studies and was not shipped.",
+        "Misses small or thin extra-axial collections: subdural and epidural hematomas of "
+        "about 0.6-1.4 mL, and subdurals under about 3.5 mm thick, lie in the blur of the "
+        "inner table on the synthetic images (their mean HU there is often 300-400) and "
+        "the network gives them no component at all. Nearly all false negatives on the "
+        "validation and held-out studies are of this kind; no aggregation recovers them.",
+        "False positives are small components (0.1-1.6 mL) next to the inner table or at "
+        "the skull base, more often in thin-slice series and in 5 mm slabs averaged from "
+        "them; on the held-out studies 5 of the 7 came from one vendor's header variant "
+        "(Philips: 12-bit unsigned pixels, 0.9 mm thin slices); on the first 100 "
+        "validation studies they were spread over the vendors.",
+        "The operating point keeps components from 0.1 mL: a hemorrhage is often "
+        "reported with a few small satellite findings beside the main one.",
+        "A finding needs a median density of at most max_median_hu (80 HU on the "
+        "synthetic images): clotted or hyperacute blood denser than that, or blood in a "
+        "patient with a high hematocrit, would be dropped as calcification; a site must "
+        "calibrate this on its own scanners.",
+        "The subtype is a geometric estimate (contact with the skull, flatness, depth, "
+        "distance from the midline), not a classifier output: deep intraparenchymal "
+        "bleeds (basal ganglia, thalamus) are called intraventricular and sulcal blood "
+        "next to the skull extra-axial.",
+    )
+}
+
+
+def _strata_table(strata: dict[str, Any], key: str) -> str:
+    lines = [
+        f"| {key} | " + " | ".join(STRATA_COLUMNS) + " |",
+        "| --- |" + " ---: |" * len(STRATA_COLUMNS),
+    ]
+    for name, metrics in strata.get(key, {}).items():
+        cells = []
+        for col in STRATA_COLUMNS:
+            value = metrics.get(col)
+            cells.append("-" if value is None else f"{value:.4g}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
     """The card of the shipped weights of `spec` (evaluation and training logs included
     when present beside the weights)."""
@@ -79,6 +127,9 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
             "",
             _table(evaluation.get("metrics", {})),
         ]
+        for key in CARD_STRATA.get(spec.key, ()):
+            if evaluation.get("strata", {}).get(key):
+                parts += ["", _strata_table(evaluation["strata"], key)]
         goals = evaluation.get("goals", [])
         if goals:
             parts += ["", "Goals:", ""]
@@ -97,6 +148,7 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
         "streak artefacts, post-operative changes, chronic blood or real vessel trees.",
         "- Performance on real scanners is unknown; a site must validate its own weights "
         "before approving a version for clinical use.",
+        *(f"- {line}" for line in MODEL_LIMITATIONS.get(spec.key, ())),
         "",
     ]
     return "\n".join(parts)

@@ -28,7 +28,10 @@ import pydicom
 
 from models.bootstrap import sha256
 from models.catalogue import MODELS, WEIGHTS_DIR
-from models.segmenter import Segmenter
+from models.ich.aggregate import Grid as AggregationGrid
+from models.ich.aggregate import ValidationStudy, choose_operating_point
+from models.scoring import operating_probability
+from models.segmenter import Segmenter, SegmenterConfig
 from pacsflow.domain import Finding, InferenceResult, ModelRef
 from pacsflow.errors import InvalidInputError
 from pacsflow.synth.specs import HEMORRHAGE_SUBTYPES, NODULE_TYPES, SIDES, Hemorrhage, Nodule
@@ -217,6 +220,7 @@ def score_ich(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "volume_abs_error_ml_median": _median(abs_err),
         "volume_pct_error_median": _median(pct_err),
+        "volume_pct_error_p90": round(float(np.percentile(pct_err, 90)), 4) if pct_err else None,
         "side_accuracy": _rate(
             sum(r["predicted_side"] == r["truth_side"] for r in sided), len(sided)
         ),
@@ -230,6 +234,13 @@ def score_ich(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def noise_band(noise_hu: float) -> str:
+    """Noise strata of the ICH evaluation (SD of a 5 mm image, HU)."""
+    if noise_hu < 6.0:
+        return "3-6 HU"
+    return "6-9 HU" if noise_hu < 9.0 else "9-12 HU"
+
+
 def ich_row(case: Case, truth: StudyTruth, result: InferenceResult) -> dict[str, Any]:
     lesions = truth.lesions
     sides = {les.location.side for les in lesions}
@@ -239,6 +250,7 @@ def ich_row(case: Case, truth: StudyTruth, result: InferenceResult) -> dict[str,
         "vendor": case.vendor,
         "protocol": case.protocol,
         "noise_hu": case.noise_hu,
+        "noise_band": noise_band(case.noise_hu),
         "truth_positive": bool(lesions),
         "truth_ml": round(sum(les.volume_ml for les in lesions), 3),
         "truth_subtype": lesions[0].subtype if lesions else None,
@@ -412,7 +424,9 @@ def evaluate(
     score = score_ich if kind == "ich" else score_nodule
     metrics = score(rows)
     strata_keys = (
-        ("vendor", "protocol", "truth_subtype") if kind == "ich" else ("vendor", "slice_mm")
+        ("vendor", "protocol", "noise_band", "truth_subtype")
+        if kind == "ich"
+        else ("vendor", "slice_mm")
     )
     report: dict[str, Any] = {
         "model": kind,
@@ -457,50 +471,34 @@ def _nodule_type_strata(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- operating point, chosen on a validation split ---------------------------------------------
 
 VALIDATION_SEED = 20_000
-MIN_VOLUMES_ML = (0.05, 0.1, 0.2, 0.3, 0.5)
 MIN_DIAMETERS_MM = (3.0, 4.0, 5.0)
 MIN_PROBABILITIES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def _ich_choice(studies: list[tuple[bool, list[Finding]]]) -> dict[str, Any]:
-    """The (min volume, min probability) that maximises the worse of sensitivity and
-    specificity, then their sum, then prefers the most permissive setting."""
-    best: tuple[tuple[float, float, float, float], dict[str, Any]] | None = None
-    for min_ml in MIN_VOLUMES_ML:
-        for min_p in MIN_PROBABILITIES:
-            calls = [
-                (pos, any((f.volume_ml or 0) >= min_ml and f.probability >= min_p for f in fs))
-                for pos, fs in studies
-            ]
-            n_pos = sum(pos for pos, _ in calls) or 1
-            n_neg = sum(not pos for pos, _ in calls) or 1
-            sens = sum(pos and call for pos, call in calls) / n_pos
-            spec = sum(not pos and not call for pos, call in calls) / n_neg
-            key = (min(sens, spec), sens + spec, -min_ml, -min_p)
-            if best is None or key > best[0]:
-                best = (
-                    key,
-                    {
-                        "min_volume_ml": min_ml,
-                        "min_probability": min_p,
-                        "sensitivity": round(sens, 4),
-                        "specificity": round(spec, 4),
-                    },
-                )
-    assert best is not None
-    return best[1]
+def probability_grid(threshold: float) -> tuple[float, ...]:
+    """Minimum scores (raw, as stored in the config) to try: the voxel threshold itself
+    (no extra filter) and the fixed grid above it. The nodule model runs at 0.1: a grid of
+    0.5-0.95 alone would silently move it off its operating point."""
+    return (threshold, *(p for p in MIN_PROBABILITIES if p > threshold))
 
 
-def _nodule_choice(studies: list[tuple[list[LesionTruth], list[Finding]]]) -> dict[str, Any]:
+def _nodule_choice(
+    studies: list[tuple[list[LesionTruth], list[Finding]]], threshold: float
+) -> dict[str, Any]:
     """The (min diameter, min probability) that maximises sensitivity for nodules of
-    6 mm or more minus 0.1 per false positive per scan."""
+    6 mm or more minus 0.1 per false positive per scan. Findings come from a run whose
+    minimum score is the voxel threshold, so their probabilities are on the operating
+    scale of that threshold: a raw minimum is compared on the same scale."""
     best: tuple[tuple[float, float, float], dict[str, Any]] | None = None
     for min_d in MIN_DIAMETERS_MM:
-        for min_p in MIN_PROBABILITIES:
+        for min_p in probability_grid(threshold):
+            on_scale = operating_probability(min_p, min_score=threshold)
             hits = big = fps = 0
             for lesions, findings in studies:
                 kept = [
-                    f for f in findings if (f.diameter_mm or 0) >= min_d and f.probability >= min_p
+                    f
+                    for f in findings
+                    if (f.diameter_mm or 0) >= min_d and f.probability >= on_scale
                 ]
                 matched = match_nodules(lesions, kept)
                 big += sum(les.mean_diameter_mm >= 6.0 for les, _ in matched)
@@ -523,6 +521,71 @@ def _nodule_choice(studies: list[tuple[list[LesionTruth], list[Finding]]]) -> di
     return best[1]
 
 
+def ich_validation_studies(
+    segmenter: Segmenter,
+    cases: list[Case],
+    *,
+    matrix: int,
+    thresholds: tuple[float, ...],
+    work_dir: Path | None = None,
+) -> Iterator[ValidationStudy]:
+    """Each validation case through the real path up to the probability map, summarised
+    as candidate components at every threshold of the grid (one inference per study)."""
+    from models.ich.findings import candidates
+    from models.volume import load_volume
+
+    tmp = Path(tempfile.mkdtemp(prefix="calibrate-ich-", dir=work_dir))
+    try:
+        for i, case in enumerate(cases):
+            study_dir = tmp / f"{case.seed}"
+            case, truth = _write_fitting(case, "ich", study_dir, matrix)
+            volume = load_volume(read_series(study_dir, truth, ("thick", "thin")))
+            shutil.rmtree(study_dir, ignore_errors=True)
+            prob = segmenter.probability(volume.hu, volume.spacing_zyx)
+            yield ValidationStudy(
+                positive=bool(truth.lesions),
+                candidates={t: candidates(prob, volume, t)[2] for t in thresholds},
+            )
+            if (i + 1) % 10 == 0:
+                log.info("ich: %d/%d validation studies analysed", i + 1, len(cases))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _calibrate_ich(
+    segmenter: Segmenter, n_studies: int, seed: int, matrix: int, work_dir: Path | None
+) -> tuple[SegmenterConfig, dict[str, Any]]:
+    grid = AggregationGrid()
+    studies = list(
+        ich_validation_studies(
+            segmenter,
+            ich_cases(n_studies, seed),
+            matrix=matrix,
+            thresholds=grid.thresholds,
+            work_dir=work_dir,
+        )
+    )
+    best, outcomes = choose_operating_point(studies, grid)
+    op = best.point
+    config = replace(
+        segmenter.config,
+        threshold=op.threshold,
+        extra=dict(segmenter.config.extra, **op.as_extra()),
+    )
+    choice = {
+        "threshold": op.threshold,
+        **op.as_extra(),
+        "sensitivity": round(best.sensitivity, 4),
+        "specificity": round(best.specificity, 4),
+        "negatives_in_review_band": round(best.negatives_in_review_band, 4),
+        "positives": sum(s.positive for s in studies),
+        "negatives": sum(not s.positive for s in studies),
+        "grid_points": len(outcomes),
+        "grid_points_as_good": sum(o.key()[:2] == best.key()[:2] for o in outcomes),
+    }
+    return config, choice
+
+
 def calibrate(
     kind: str,
     *,
@@ -534,32 +597,38 @@ def calibrate(
 ) -> dict[str, Any]:
     """Choose the post-processing operating point on validation studies (a seed range
     apart from training and from the held-out evaluation) and store it in the config
-    beside the weights; the choice and its grid are written to <key>.calibration.json."""
+    beside the weights; the choice and its grid are written to <key>.calibration.json.
+
+    ICH: voxel threshold, minimum score, minimum volume and maximum median HU of a
+    finding (models.ich.aggregate). Nodule: minimum diameter and minimum score; the
+    voxel threshold and the vessel filter stay as configured."""
+    if seed == HELD_OUT_SEED:
+        raise InvalidInputError("the operating point must not be chosen on the held-out seeds")
     spec = MODELS[kind]
     config_path = spec.config(weights_dir)
     segmenter = Segmenter.from_files(spec.weights(weights_dir), config_path)
-    open_extra = dict(segmenter.config.extra)
     if kind == "ich":
-        open_extra.update(min_volume_ml=0.0, min_probability=0.0)
-        cases = ich_cases(n_studies, seed)
+        config, choice = _calibrate_ich(segmenter, n_studies, seed, matrix, work_dir)
+        n_done = choice["positives"] + choice["negatives"]
     else:
-        open_extra.update(min_diameter_mm=0.0, min_probability=0.0)
-        cases = nodule_cases(n_studies, seed)
-    permissive = Segmenter(replace(segmenter.config, extra=open_extra), segmenter.network)
-    collected = list(run_cases(kind, permissive, cases, matrix=matrix, work_dir=work_dir))
-    if kind == "ich":
-        choice = _ich_choice([(bool(t.lesions), r.findings) for _, t, r in collected])
-        chosen = {"min_volume_ml": choice["min_volume_ml"]}
-    else:
-        choice = _nodule_choice([(list(t.lesions), r.findings) for _, t, r in collected])
-        chosen = {"min_diameter_mm": choice["min_diameter_mm"]}
-    chosen["min_probability"] = choice["min_probability"]
-    config = replace(segmenter.config, extra=dict(segmenter.config.extra, **chosen))
+        open_extra = dict(segmenter.config.extra, min_diameter_mm=0.0, min_probability=0.0)
+        permissive = Segmenter(replace(segmenter.config, extra=open_extra), segmenter.network)
+        collected = list(
+            run_cases(
+                kind, permissive, nodule_cases(n_studies, seed), matrix=matrix, work_dir=work_dir
+            )
+        )
+        choice = _nodule_choice(
+            [(list(t.lesions), r.findings) for _, t, r in collected], segmenter.config.threshold
+        )
+        chosen = {k: choice[k] for k in ("min_diameter_mm", "min_probability")}
+        config = replace(segmenter.config, extra=dict(segmenter.config.extra, **chosen))
+        n_done = len(collected)
     config_path.write_text(config.to_json() + "\n")
     record = {
         "model": kind,
         "seed": seed,
-        "n_studies": len(collected),
+        "n_studies": n_done,
         "matrix": matrix,
         "chosen": choice,
         "weights_sha256": sha256(spec.weights(weights_dir)),

@@ -35,8 +35,10 @@ CONFIG = SegmenterConfig(
     num_res_units=1,
     norm="batch",
     threshold=0.5,
-    # Post-processing (not training): min volume and probability are chosen on validation
-    # studies by models.evaluate.calibrate; 100 HU is the top of acute blood's range.
+    # Post-processing (not training): the voxel threshold, min volume, min probability and
+    # max median HU of a finding are chosen on validation studies by
+    # models.evaluate.calibrate (models.ich.aggregate); run it after every retrain. 100 HU
+    # is the top of acute blood's range.
     extra={"min_volume_ml": 0.1, "max_median_hu": 100.0},
 )
 

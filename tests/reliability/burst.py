@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -134,6 +135,42 @@ class Burst:
                 raise AssertionError(f"fewer than {count} outcomes after {timeout_s} s")
             time.sleep(0.5)
 
+    def pending(self, studies: Sequence[Sent]) -> int:
+        """Studies without an outcome yet."""
+        return len(studies) - len(self.local.outcomes([s.truth.study_uid for s in studies]))
+
+    def spanning(
+        self, studies: Sequence[Sent], before: str, by: datetime, after: str, since: datetime
+    ) -> int:
+        """Studies whose ``before`` step happened before ``by`` and whose ``after`` step
+        only after ``since``: the ones a fault between the two really held up."""
+        outcomes = self.local.outcomes([s.truth.study_uid for s in studies])
+        count = 0
+        for run in outcomes.values():
+            first, then = run.timings.get(before), run.timings.get(after)
+            if first and then and _at(first) < by and _at(then) > since:
+                count += 1
+        return count
+
+    def running_on(self, name: str | None = None, timeout_s: float = 120.0) -> list[str]:
+        """Flow runs being executed right now, by the runner process ``name`` (it records
+        host:pid as each run's infrastructure pid) or by any; waits until there is one."""
+        owner = f"{socket.gethostname()}:{self.service(name).pid()}" if name else None
+        url = self.local.settings.prefect.effective_api_url + "/flow_runs/filter"
+        query = {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}, "limit": 200}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            runs = httpx.post(url, json=query, timeout=10).json()
+            mine = [r["id"] for r in runs if owner is None or r.get("infrastructure_pid") == owner]
+            if mine:
+                return mine
+            time.sleep(0.2)
+        raise AssertionError(f"{name or 'no runner'} ran anything for {timeout_s} s")
+
+    def flow_run_state(self, run_id: str) -> str:
+        url = f"{self.local.settings.prefect.effective_api_url}/flow_runs/{run_id}"
+        return str(httpx.get(url, timeout=10).json()["state"]["type"])
+
     # -- services -----------------------------------------------------------------------------
     def service(self, name: str) -> ManagedProcess:
         factories: dict[str, Callable[..., ManagedProcess]] = {
@@ -233,6 +270,11 @@ class Burst:
 
     def audit_problems(self) -> list[str]:
         return AuditLog(self.local.sessions).verify()
+
+
+def _at(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def phi_pattern(studies: Sequence[Sent]) -> re.Pattern[str]:

@@ -71,7 +71,8 @@ def test_no_lesion_gives_no_findings_and_low_probability() -> None:
     prob = np.full(volume.hu.shape, 0.1, dtype=np.float32)
     findings, labels, study_p = findings_from_probability(prob, volume)
     assert findings == [] and not labels.any()
-    assert study_p == pytest.approx(0.1)
+    # Voxels under the threshold are not evidence: the study stays out of the review band.
+    assert study_p == 0.0
 
 
 def test_rejected_components_keep_the_study_under_one_half() -> None:
@@ -91,3 +92,32 @@ def test_dense_components_are_not_blood() -> None:
     findings, _, study_p = findings_from_probability(prob, volume, max_median_hu=100.0)
     assert findings == [] and study_p < 0.5
     assert len(findings_from_probability(prob, volume)[0]) == 1
+
+
+def _streak(shape: tuple[int, int, int], centre_mm: tuple[float, float, float]) -> np.ndarray:
+    """A thin blood-filled sulcus: 2 mm wide, 24 mm long (y), one 5 mm slice."""
+    z, y, x = np.mgrid[0 : shape[0], 0 : shape[1], 0 : shape[2]].astype(np.float32)
+    cz, cy, cx = centre_mm
+    return (np.abs(z * 5.0 - cz) < 2.5) & (np.abs(y - cy) <= 12.0) & (np.abs(x - cx) <= 1.0)
+
+
+@pytest.mark.parametrize(
+    ("centre_mm", "radius_mm", "subtype"),
+    [
+        ((60.0, 80.0, 75.0), 6.0, "intraventricular"),  # deep, 5 mm from the midline
+        ((60.0, 80.0, 115.0), 0.0, "subarachnoid"),  # thin, 45 mm lateral, under the cortex
+        ((60.0, 80.0, 115.0), 4.0, "intraparenchymal"),  # the same place, but compact
+        ((60.0, 80.0, 100.0), 8.0, "intraparenchymal"),  # 30 mm lateral, 30 mm deep
+    ],
+)
+def test_subtype_of_intra_axial_blood_from_depth_and_midline(
+    centre_mm: tuple[float, float, float], radius_mm: float, subtype: str
+) -> None:
+    volume = _head()
+    if radius_mm:
+        blob = _ball(volume.hu.shape, centre_mm, radius_mm)
+    else:
+        blob = _streak(volume.hu.shape, centre_mm)
+    prob = np.where(blob, 0.9, 0.0).astype(np.float32)
+    findings, _, _ = findings_from_probability(prob, volume)
+    assert [f.subtype for f in findings] == [subtype]
