@@ -56,6 +56,7 @@ log = logging.getLogger("pacsflow.runner")
 HOST = socket.gethostname()
 OWNER = f"{HOST}:{os.getpid()}"
 ORPHAN_CHECK_S = 30.0  # how often a runner looks for runs of dead runners of its host
+CLAIM_GRACE_S = 120.0  # a Pending run with no claimant recorded for this long is orphaned
 
 
 # A prefix keeps pacsflow's pools apart from other teams' pools on a shared Prefect server.
@@ -177,13 +178,30 @@ class WarmRunner:
         )
         rescheduled = 0
         for run in runs:
-            host, _, pid = (run.infrastructure_pid or "").partition(":")
-            if host != HOST or (pid.isdigit() and pid_alive(int(pid))):
+            why = self._orphaned(run)
+            if why is None:
                 continue
             client.set_flow_run_state(run.id, Scheduled(), force=True)
-            log.warning("flow run %s (%s) orphaned by a dead runner: rescheduled", run.name, run.id)
+            log.warning("flow run %s (%s) %s: rescheduled", run.name, run.id, why)
             rescheduled += 1
         return rescheduled
+
+    def _orphaned(self, run: Any) -> str | None:
+        """Why nobody will finish this Pending/Running run, or None if someone may."""
+        host, _, pid = (run.infrastructure_pid or "").partition(":")
+        if not run.infrastructure_pid:
+            # Claimed, but the claimant failed before recording itself (server away).
+            since = run.state.timestamp if run.state else None
+            stale = (
+                since is not None and (datetime.now(UTC) - since).total_seconds() > CLAIM_GRACE_S
+            )
+            return "claimed by an unknown runner long ago" if stale else None
+        if host != HOST or not pid.isdigit():
+            return None  # another host's runner: its own host recovers it
+        if int(pid) == os.getpid():
+            # Ours, yet not executing: the claim failed half-way (server restarting).
+            return None if run.id in self._running else "held by this runner but not executing"
+        return None if pid_alive(int(pid)) else "orphaned by a dead runner"
 
     def poll_once(self, client: Any) -> int:
         self._running = {k: f for k, f in self._running.items() if not f.done()}
@@ -200,6 +218,7 @@ class WarmRunner:
             if run.id in self._running or not self._claim(client, run.id):
                 continue
             flow = self.deployments[run.deployment_id]
+            # If the server goes away from here on, the next orphan check reschedules it.
             claimed = client.read_flow_run(run.id)  # the client-side schema, now Pending
             log.info("running %s (%s)", claimed.name, claimed.id)
             # The run sees the Prefect settings context the runner runs under.

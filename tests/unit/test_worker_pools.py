@@ -3,9 +3,14 @@ processes of the local stack, and the inference device a runner picks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tomllib
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from uuid import uuid4
 
 import pytest
@@ -219,3 +224,27 @@ def test_a_gpu_runner_without_cuda_infers_on_the_cpu() -> None:
     finally:
         use_device(prefer_cuda=False)
     assert current_device() == "cpu"
+
+
+def _run(infrastructure_pid: str | None, state_age_s: float = 0.0) -> SimpleNamespace:
+    stamp = datetime.now(UTC) - timedelta(seconds=state_age_s)
+    return SimpleNamespace(
+        id=uuid4(), infrastructure_pid=infrastructure_pid, state=SimpleNamespace(timestamp=stamp)
+    )
+
+
+def test_orphaned_runs_are_those_nobody_will_finish() -> None:
+    from deployments.serve import CLAIM_GRACE_S, HOST, WarmRunner
+
+    runner = WarmRunner({}, concurrency=1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    executing = _run(f"{HOST}:{os.getpid()}")
+    runner._running[executing.id] = Future()
+    assert runner._orphaned(executing) is None  # ours and running
+    assert runner._orphaned(_run(f"{HOST}:{os.getpid()}")) is not None  # ours, half-claimed
+    assert runner._orphaned(_run(f"{HOST}:{dead.pid}")) is not None  # its runner died
+    assert runner._orphaned(_run(f"{HOST}:1")) is None  # a live process of this host
+    assert runner._orphaned(_run("other-host:123")) is None  # another host recovers it
+    assert runner._orphaned(_run(None)) is None  # claimed a moment ago
+    assert runner._orphaned(_run(None, CLAIM_GRACE_S + 5)) is not None  # claimant never said
