@@ -15,7 +15,8 @@ it:
 - categorical features (manufacturer, kernel): PSI over the categories; a vendor or kernel
   never seen in the reference weighs heavily (its reference share is floored at 1e-4).
 - the rate of studies the pathway could not analyse (validation failures), against the
-  reference's; and the p95 of inference latency, against a multiple of the reference's.
+  reference's; and the p95 of inference latency, against a multiple of the reference's
+  (with the median risen too, so a few slow outliers do not alert).
 
 Pure functions over plain records; reading records from pathway_runs is `recent_records`.
 Settings: `DriftSettings` (pacsflow.config), group `drift`.
@@ -669,11 +670,17 @@ def compare(
         )
     latencies = _numbers(analysed, "latency_s")
     latency_p95 = float(np.quantile(latencies, 0.95)) if latencies else None
+    # A real slowdown (CPU fallback, a busy host) moves the median as well; a few slow
+    # studies in a window of heavy-tailed latencies move only its p95. Both must rise.
+    ref_median = profile.numeric["latency_s"].p50 if "latency_s" in profile.numeric else None
+    median_ratio = 1 + (cfg.latency_p95_ratio - 1) / 2
     if (
         latency_p95 is not None
         and ref_latency is not None
+        and ref_median is not None
         and len(latencies) >= cfg.min_studies
         and latency_p95 > ref_latency * cfg.latency_p95_ratio
+        and float(np.median(latencies)) > ref_median * median_ratio
     ):
         alerts.append(
             f"latency: inference p95 {latency_p95:.2f} s > {cfg.latency_p95_ratio:g} x "

@@ -7,25 +7,23 @@ import itertools
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
 from pacsflow.db.tables import AuditEntry
 from pacsflow.governance.audit import GENESIS, AuditLog
+from pacsflow.testing.postgres import fresh_databases, url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 WORKERS = 3
 ENTRIES_PER_WORKER = 40
 
 # One appender process: signals it is ready (imports done), waits for the common start,
-# then appends its entries as fast as it can.
+# then appends its entries with a short pause between them, so the three overlap.
 _APPENDER = """
 import sys, time
 from pathlib import Path
@@ -39,6 +37,7 @@ while not (run_dir / "go").exists():
     time.sleep(0.002)
 for n in range(count):
     log.append(f"worker-{worker}", "test.append", f"entry-{n}", {"worker": worker, "n": n})
+    time.sleep(0.003)  # on an idle machine one worker would otherwise finish before the next
 """
 
 
@@ -49,20 +48,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"pacsflow_audit_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_databases(["audit"]) as names:
+        yield url(names["audit"])
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

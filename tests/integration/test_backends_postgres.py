@@ -17,31 +17,19 @@ from pacsflow.errors import ConfigError
 from pacsflow.orchestration.prefect_api import PrefectApi
 from pacsflow.stack.process import free_port
 from pacsflow.stack.services import prefect_env, prefect_service
+from pacsflow.testing.postgres import fresh_databases
 from pacsflow.testing.services import isolated_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 PG_HOST = "postgres@127.0.0.1:5432"
-PG_ADMIN_URL = f"postgresql+psycopg2://{PG_HOST}/postgres"
 
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """The name of a fresh, empty database, dropped (connections and all) afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"pacsflow_backend_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_databases(["backend"]) as names:
+        yield names["backend"]
 
 
 def _count(database: str, sql: str, **params: str) -> int:

@@ -4,7 +4,6 @@ on one outbox never start a run twice (FOR UPDATE SKIP LOCKED)."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,27 +13,15 @@ import sqlalchemy as sa
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
 from pacsflow.gateway.dispatcher import Dispatcher
 from pacsflow.gateway.outbox import DISPATCHED, Outbox, idempotency_key
+from pacsflow.testing.postgres import fresh_databases, url
 
 pytestmark = pytest.mark.postgres
-
-ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"pacsflow_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_databases(["test"]) as names:
+        yield url(names["test"])
 
 
 class SlowPrefectDouble:
