@@ -31,28 +31,12 @@ from bench.bench_time_to_flag import time_to_flag
 from bench.common import summary, write_result
 from deployments.local_stack import LocalStack, local_stack
 from pacsflow.db.tables import PathwayRun
-from pacsflow.synth.phantoms import Hemorrhage
-from pacsflow.synth.studies import write_head_ct_study
+from pacsflow.testing.dicom_factory import write_burst_head_ct
 from pacsflow.testing.postgres import fresh_databases, stack_overrides
 
 
 def make_study(out: Path, seed: int) -> tuple[Path, str]:
-    bleeds = (
-        (Hemorrhage(subtype="intraparenchymal", volume_ml=20.0, side="left"),)
-        if seed % 3 == 0
-        else ()
-    )
-    truth = write_head_ct_study(
-        out,
-        seed=seed,
-        hemorrhages=bleeds,
-        matrix=256,
-        coverage_mm=60.0,
-        with_scout=False,
-        with_bone=False,
-        with_dose_report=False,
-    )
-    return out, truth.study_uid
+    return out, write_burst_head_ct(out, seed).study_uid
 
 
 def burst(local: LocalStack, work: Path, n: int, first_seed: int) -> list[PathwayRun]:

@@ -47,7 +47,7 @@ from prefect.flow_engine import run_flow
 from prefect.states import Pending, Scheduled
 
 from deployments.catalog import CATALOG, DeploymentSpec
-from pacsflow.cli.serve_cmd import pool_list
+from pacsflow.cli.serve_cmd import add_runner_options
 from pacsflow.config import load_settings
 from pacsflow.config.settings import WORKER_POOLS, WorkersSettings
 from pacsflow.stack.process import pid_alive
@@ -281,16 +281,7 @@ def _choose_device(pools: Collection[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--pool",
-        action="extend",
-        type=pool_list,
-        help="work pool(s) whose runs this runner claims: cpu, gpu or cpu,gpu (repeatable; "
-        "default: every pool)",
-    )
-    parser.add_argument(
-        "--concurrency", type=int, help="flow runs at once (default: workers.concurrency)"
-    )
+    add_runner_options(parser)
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls")
     args = parser.parse_args(argv)
     # force: importing Prefect has already configured the root logger (at WARNING).

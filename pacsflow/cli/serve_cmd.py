@@ -24,16 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "long-lived process, so models stay loaded between runs. A runner of the gpu pool "
         "uses CUDA when a device is present.",
     )
-    p.add_argument(
-        "--pool",
-        action="extend",
-        type=pool_list,
-        help="work pool(s) whose runs this runner claims: cpu, gpu or cpu,gpu (repeatable; "
-        "default: every pool)",
-    )
-    p.add_argument(
-        "--concurrency", type=int, help="flow runs at once (default: workers.concurrency)"
-    )
+    add_runner_options(p)
     p.set_defaults(handler=run_serve)
 
     demo = sub.add_parser(
@@ -46,6 +37,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     demo.add_argument("--keep", action="store_true", help="leave the stack running at the end")
     demo.add_argument("--matrix", type=int, default=512, help="image matrix (512 = clinical)")
     demo.set_defaults(handler=run_demo)
+
+
+def add_runner_options(parser: argparse.ArgumentParser) -> None:
+    """--pool and --concurrency, shared by `pacsflow serve` and `python -m deployments.serve`."""
+    parser.add_argument(
+        "--pool",
+        action="extend",
+        type=pool_list,
+        help="work pool(s) whose runs this runner claims: cpu, gpu or cpu,gpu (repeatable; "
+        "default: every pool)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="flow runs at once (default: workers.concurrency)"
+    )
 
 
 def pool_list(text: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Tiny, valid CT objects for protocol tests (and deliberately broken ones).
 
 Realistic studies come from `pacsflow synth`; these are the smallest objects that exercise
-the DICOM listener: a few 16x16 slices, generated in milliseconds.
+the DICOM listener: a few 16x16 slices, generated in milliseconds. Plus the small synthetic
+head CT that bursts of many studies are made of.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from pacsflow.synth.phantoms import Hemorrhage
+from pacsflow.synth.studies import write_head_ct_study
+from pacsflow.synth.truth import StudyTruth
 
 
 def tiny_ct(
@@ -68,3 +73,23 @@ def write_tiny_study(out_dir: Path, slices: int = 3, **kwargs: str) -> tuple[str
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return study_uid, paths
+
+
+def write_burst_head_ct(out_dir: Path, seed: int) -> StudyTruth:
+    """A small but analysable head CT for bursts (reliability tests, scale bench): 256
+    matrix (0.7-0.9 mm pixels), 12 slices of 5 mm, one series; every third seed bleeds."""
+    bleeds = (
+        (Hemorrhage(subtype="intraparenchymal", volume_ml=25.0, side="left"),)
+        if seed % 3 == 0
+        else ()
+    )
+    return write_head_ct_study(
+        out_dir,
+        seed=seed,
+        hemorrhages=bleeds,
+        matrix=256,
+        coverage_mm=60.0,
+        with_scout=False,
+        with_bone=False,
+        with_dose_report=False,
+    )

@@ -32,15 +32,10 @@ from pacsflow.dicom.dicomweb import Archive
 from pacsflow.governance.audit import AuditLog
 from pacsflow.stack import services
 from pacsflow.stack.process import ManagedProcess, pid_alive
-from pacsflow.synth.phantoms import Hemorrhage
-from pacsflow.synth.studies import write_head_ct_study
 from pacsflow.synth.truth import StudyTruth
+from pacsflow.testing.dicom_factory import write_burst_head_ct
 
 PATHWAY = "stroke_triage"
-# Small but analysable head CTs: 256 matrix (0.7-0.9 mm pixels), 12 slices of 5 mm, one
-# series each, so 200 of them fit a CI run; every third one bleeds.
-MATRIX = 256
-COVERAGE_MM = 60.0
 # At most this many storescu processes at once: below the gateway's 64 associations, as a
 # modality fleet sending at the same moment would be.
 SENDERS = 48
@@ -67,21 +62,7 @@ class Burst:
         made = []
         for seed in range(first, first + count):
             folder = self.studies_dir / f"s{seed}"
-            bleeds = (
-                (Hemorrhage(subtype="intraparenchymal", volume_ml=25.0, side="left"),)
-                if seed % 3 == 0
-                else ()
-            )
-            truth = write_head_ct_study(
-                folder,
-                seed=seed,
-                hemorrhages=bleeds,
-                matrix=MATRIX,
-                coverage_mm=COVERAGE_MM,
-                with_scout=False,
-                with_bone=False,
-                with_dose_report=False,
-            )
+            truth = write_burst_head_ct(folder, seed)
             made.append(Sent(truth, folder))
         return made
 
