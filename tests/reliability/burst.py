@@ -77,15 +77,7 @@ class Burst:
     # -- waiting -----------------------------------------------------------------------------
     def wait_outcomes(self, studies: Sequence[Sent], timeout_s: float) -> dict[str, PathwayRun]:
         """Wait until every study has an outcome row (what is there at the deadline)."""
-        uids = [s.truth.study_uid for s in studies]
-        deadline = time.monotonic() + timeout_s
-        found: dict[str, PathwayRun] = {}
-        while time.monotonic() < deadline:
-            found = self.local.outcomes(uids)
-            if len(found) == len(uids):
-                return found
-            time.sleep(1.0)
-        return found
+        return self.local.wait_outcomes([s.truth.study_uid for s in studies], timeout_s)
 
     def wait_idle(self, timeout_s: float = 120.0) -> int:
         """Wait until Prefect holds no scheduled, pending or running flow run (nothing is
