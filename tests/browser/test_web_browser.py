@@ -53,8 +53,12 @@ def test_resident_sees_the_full_finding_and_overlay(
 
     image = page.locator("img#key-image")
     expect(image).to_be_visible()
-    page.wait_for_function("document.querySelector('#key-image').complete")
-    assert image.evaluate("img => img.naturalWidth") >= 512
+    # Read the element's properties over the protocol, not with evaluated strings: the
+    # page's CSP (script-src 'none') forbids eval, and newer Playwright honours that.
+    expect(image).to_have_js_property("complete", True)
+    handle = image.element_handle()
+    assert handle is not None
+    assert handle.get_property("naturalWidth").json_value() >= 512
     # The overlay: the image the page shows carries the red outline.
     png = page.request.get(image.get_attribute("src") or "")
     assert png.status == 200 and png.headers["content-type"] == "image/png"
