@@ -13,6 +13,7 @@ all on this machine, in one run, as ratios; then the gateway's peak RSS under a 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from bench.common import peak_rss_mb, summary, timed, write_result
 from pacsflow.stack.process import ManagedProcess, free_port
-from pacsflow.stack.services import gateway_service, orthanc_service
+from pacsflow.stack.services import DCMTK_ENV, gateway_service, orthanc_service
 from pacsflow.testing.dicom_factory import write_tiny_study
 from pacsflow.testing.services import isolated_settings
 
@@ -32,6 +33,7 @@ def send(port: int, aet: str, folder: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **DCMTK_ENV},
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env={**os.environ, **DCMTK_ENV},
             )
             for f in burst
         ]

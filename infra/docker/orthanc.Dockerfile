@@ -13,6 +13,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --no-create-home archive \
  && mkdir -p /var/lib/orthanc/db /etc/pacsflow-orthanc \
  && chown -R 10001:10001 /var/lib/orthanc
+# dcmtk (Orthanc's DICOM server) keeps Nagle's algorithm on without this: ~40 ms per C-STORE.
+ENV TCP_NODELAY=1
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001
 EXPOSE 8042 4242

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 from pacsflow.config import Settings, load_settings
 from pacsflow.errors import StackError
 from pacsflow.stack.process import free_port
-from pacsflow.stack.services import orthanc_service
+from pacsflow.stack.services import DCMTK_ENV, orthanc_service
 
 
 def isolated_settings(var_dir: Path, **overrides: Any) -> Settings:
@@ -64,4 +65,5 @@ def storescu(
     paths = [files] if isinstance(files, Path) else list(files)
     argv = ["storescu", "-aet", calling_aet, "-aec", called, "-R", "+sd", "+r", "-nh"]
     argv += ["127.0.0.1", str(target_port), *map(str, paths)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, **DCMTK_ENV}  # Nagle off on this end of the association too
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=env)
