@@ -274,22 +274,13 @@ def run_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _operator() -> str:
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "cli:unknown"
-
-
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
-    from pacsflow.governance.audit import AuditLog
+    from pacsflow.governance.audit import AuditLog, cli_actor
     from pacsflow.governance.feedback_metrics import (
         feedback_metrics,
         load_feedback_cases,
@@ -309,7 +300,7 @@ def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
     if args.export:
         export = write_retraining_set(cases, args.export)
         AuditLog(sessions).append(
-            _operator(),
+            cli_actor(),
             "feedback.export",
             str(args.export),
             {"rows": export.rows, "files": [export.csv.name, export.jsonl.name]},

@@ -4,14 +4,13 @@ messages (PS3.15 A.5), optionally forwarded to a syslog collector (RFC 5424)."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from pacsflow.config import Settings
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
-from pacsflow.governance.audit import AuditLog
+from pacsflow.governance.audit import AuditLog, cli_actor
 from pacsflow.governance.audit_export import (
     AuditFilter,
     count_entries,
@@ -58,13 +57,6 @@ def _audit(settings: Settings) -> AuditLog:
     return AuditLog(make_sessionmaker(make_engine(settings.database_url)))
 
 
-def _operator() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     audit = _audit(settings)
     problems = audit.verify()
@@ -91,7 +83,7 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
         with SyslogSender(host, port, args.syslog_transport) as sender:
             sent = forward_syslog(records, sender)
     audit.append(
-        _operator(),
+        cli_actor(),
         "audit.export",
         "audit_log",
         {

@@ -1,5 +1,5 @@
 """`pacsflow gateway` (run the listeners), `pacsflow web` (the web UI/API alone) and
-`pacsflow outbox` (what happened to triggers)."""
+`pacsflow outbox` (what happened to triggers, and another try for those that gave up)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 
 from pacsflow.config import Settings
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
-from pacsflow.gateway.outbox import Outbox
+from pacsflow.gateway.outbox import DEAD, Outbox
+from pacsflow.governance.audit import AuditLog, cli_actor
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,10 +33,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     web.add_argument("--port", type=int, help="listen port (default: web.port)")
     web.set_defaults(handler=run_web_cmd)
 
-    ob = sub.add_parser("outbox", help="list outbox rows (accepted triggers) and their state")
+    ob = sub.add_parser(
+        "outbox",
+        help="list outbox rows (accepted triggers) and their state; retry dead ones",
+        description="Every accepted trigger (a closed study, an HL7 order, a webhook) is an "
+        "outbox row: pending until the dispatcher has started its Prefect flow run, then "
+        "dispatched; dead when it gave up (a permanent error, or 10 failed tries) with the "
+        "reason. Without a subcommand: list the newest rows.",
+    )
     ob.add_argument("--state", choices=["pending", "dispatched", "dead"], help="only this state")
     ob.add_argument("--limit", type=int, default=50)
     ob.set_defaults(handler=run_outbox)
+    actions = ob.add_subparsers(dest="outbox_action", metavar="{retry}")
+    retry = actions.add_parser(
+        "retry",
+        help="put dead rows back to pending, due now (after fixing the cause)",
+        description="Dead rows go back to pending with a fresh count of attempts; the "
+        "running gateway's dispatcher starts their flow runs within a second or so. A dead "
+        "row never started a flow run, and a study run again is not written back twice. "
+        "Each retry is recorded in the audit log.",
+    )
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], help="outbox row ids")
+    which.add_argument("--all-dead", action="store_true", help="every dead row")
+    retry.set_defaults(handler=run_outbox_retry)
 
 
 def run_gateway_cmd(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,3 +100,26 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
             f"{r.study_uid}  {detail[:80]}"
         )
     return 0
+
+
+def run_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
+    upgrade(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    outbox = Outbox(sessions)
+    wanted = None if args.all_dead else sorted(set(args.ids))
+    revived = outbox.retry(wanted)
+    audit = AuditLog(sessions)
+    for row in revived:
+        audit.append(
+            cli_actor(),
+            "outbox.retry",
+            row.study_uid or row.idempotency_key,
+            {"outbox_id": row.id, "pathway": row.pathway, "last_error": row.last_error},
+        )
+        print(f"{row.id:>5} {row.pathway:16} {row.study_uid}  pending again")
+    not_dead = sorted(set(wanted or []) - {row.id for row in revived})
+    if not_dead:
+        print(f"not dead, left as they are: {', '.join(map(str, not_dead))}")
+    if not revived:
+        print(f"no {DEAD} rows to retry")
+    return 0 if revived or not not_dead else 1

@@ -10,7 +10,7 @@ import sys
 from pacsflow.config import Settings
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
 from pacsflow.errors import InvalidInputError
-from pacsflow.governance.audit import AuditLog
+from pacsflow.governance.audit import AuditLog, cli_actor
 from pacsflow.governance.rbac import Role
 from pacsflow.governance.users import MIN_PASSWORD_LENGTH, UserStore
 
@@ -61,13 +61,6 @@ def _store(settings: Settings) -> tuple[UserStore, AuditLog]:
     return UserStore(sessions), AuditLog(sessions)
 
 
-def _operator() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "cli:unknown"
-
-
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
@@ -87,7 +80,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
     password = None if role is Role.SERVICE else read_password(args.password_stdin)
     user = users.add(args.username, role=role, departments=args.departments, password=password)
     audit.append(
-        _operator(),
+        cli_actor(),
         "user.add",
         user.username,
         {"role": user.role.value, "departments": list(user.departments), "kind": user.kind},
@@ -95,7 +88,7 @@ def run_add(args: argparse.Namespace, settings: Settings) -> int:
     print(f"added {user.kind} user {user.username} ({user.role.value})")
     if role is Role.SERVICE:
         token = users.issue_api_token(user.username)
-        audit.append(_operator(), "user.token", user.username, {"kind": user.kind})
+        audit.append(cli_actor(), "user.token", user.username, {"kind": user.kind})
         print("API token (shown once; send as 'Authorization: Bearer <token>'):")
         print(token)
     return 0
@@ -135,7 +128,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
 def run_disable(args: argparse.Namespace, settings: Settings) -> int:
     users, audit = _store(settings)
     user = users.disable(args.username)
-    audit.append(_operator(), "user.disable", user.username, {"role": user.role.value})
+    audit.append(cli_actor(), "user.disable", user.username, {"role": user.role.value})
     print(f"disabled {user.username}")
     return 0
 
@@ -143,6 +136,6 @@ def run_disable(args: argparse.Namespace, settings: Settings) -> int:
 def run_token(args: argparse.Namespace, settings: Settings) -> int:
     users, audit = _store(settings)
     token = users.issue_api_token(args.username)
-    audit.append(_operator(), "user.token", args.username, {"kind": "service"})
+    audit.append(cli_actor(), "user.token", args.username, {"kind": "service"})
     print(token)
     return 0

@@ -112,6 +112,23 @@ class Outbox:
         else:
             row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=backoff_s(row.attempts))
 
+    def retry(self, ids: Sequence[int] | None = None) -> list[OutboxEntry]:
+        """Dead rows back to pending, due now, with a fresh count of attempts: after the
+        cause (a deployment missing, Prefect away too long) is fixed. ``ids`` None: every
+        dead row. A dead row never got a flow run, and the pathway's writeback ledger keeps
+        a study that is run again from being written twice. Returns the rows revived."""
+        with self.sessions() as session:
+            query = select(OutboxEntry).where(OutboxEntry.state == DEAD)
+            if ids is not None:
+                query = query.where(OutboxEntry.id.in_(list(ids)))
+            rows = list(session.scalars(query.order_by(OutboxEntry.id)))
+            for row in rows:
+                row.state = PENDING
+                row.attempts = 0
+                row.next_attempt_at = datetime.now(UTC)
+            session.commit()
+            return rows
+
     def list(self, state: str | None = None, limit: int = 100) -> Sequence[OutboxEntry]:
         with self.sessions() as session:
             query = select(OutboxEntry).order_by(OutboxEntry.id.desc()).limit(limit)

@@ -6,6 +6,7 @@ any entry breaks the chain at that point; `verify` names the first broken entry.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import random
@@ -23,6 +24,14 @@ from pacsflow.errors import TransientError
 
 GENESIS = "0" * 64
 _append_lock = threading.Lock()
+
+
+def cli_actor() -> str:
+    """The audit actor for a command run by an operator: the login name."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli:unknown"
 
 
 def entry_hash(

@@ -3,15 +3,21 @@ that answers like its REST client (ids, or the transient/permanent errors it rai
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from pacsflow.cli import gateway_cmd
+from pacsflow.config import load_settings
 from pacsflow.db.session import make_engine, make_sessionmaker, upgrade
+from pacsflow.db.tables import AuditEntry
 from pacsflow.errors import InvalidInputError, PeerUnavailableError
 from pacsflow.gateway.dispatcher import Dispatcher
 from pacsflow.gateway.outbox import DEAD, DISPATCHED, PENDING, Outbox, backoff_s, idempotency_key
+from pacsflow.governance.audit import AuditLog
 
 
 class PrefectDouble:
@@ -122,3 +128,55 @@ def test_gives_up_after_max_attempts(sessions) -> None:  # type: ignore[no-untyp
                 r.next_attempt_at = r.created_at
             s.commit()
     assert outbox.list()[0].state == DEAD
+
+
+def _kill(sessions, outbox: Outbox, *uids: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    ids = {uid: _enqueue(outbox, uid=uid) for uid in uids}
+    prefect = PrefectDouble([InvalidInputError("deployment paused")] * len(uids))
+    Dispatcher(sessions, prefect).dispatch_due()  # type: ignore[arg-type]
+    assert {r.state for r in outbox.list()} == {DEAD}
+    return ids
+
+
+def test_retry_puts_only_the_chosen_dead_rows_back_and_they_dispatch(sessions) -> None:  # type: ignore[no-untyped-def]
+    outbox = Outbox(sessions)
+    ids = _kill(sessions, outbox, "2.1", "2.2")
+    (revived,) = outbox.retry([ids["2.1"]])
+    assert revived.study_uid == "2.1" and revived.attempts == 0
+    rows = {r.study_uid: r for r in outbox.list()}
+    assert rows["2.1"].state == PENDING and rows["2.2"].state == DEAD
+    prefect = PrefectDouble(["run-9"])
+    assert Dispatcher(sessions, prefect).dispatch_due() == 1  # type: ignore[arg-type]
+    assert outbox.list(DISPATCHED)[0].flow_run_id == "run-9"
+    # A dispatched row is not dead: retrying it changes nothing.
+    assert outbox.retry([ids["2.1"]]) == []
+    assert [r.study_uid for r in outbox.retry(None)] == ["2.2"]
+    assert outbox.list(DEAD) == []
+
+
+def test_outbox_retry_command_revives_dead_rows_and_audits_each(tmp_path: Path) -> None:
+    settings = load_settings(paths={"var_dir": tmp_path / "var"})
+    upgrade(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    outbox = Outbox(sessions)
+    ids = _kill(sessions, outbox, "3.1", "3.2")
+
+    parser = argparse.ArgumentParser(prog="pacsflow")
+    gateway_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.handler(args, settings))
+
+    assert run("outbox", "retry", str(ids["3.2"]), "999") == 0
+    assert {r.study_uid: r.state for r in outbox.list()} == {"3.1": DEAD, "3.2": PENDING}
+    assert run("outbox", "retry", "999") == 1  # nothing dead among the ids: a failure
+    assert run("outbox", "retry", "--all-dead") == 0
+    assert outbox.list(DEAD) == []
+    with sessions() as session:
+        retried = list(
+            session.scalars(select(AuditEntry).where(AuditEntry.action == "outbox.retry"))
+        )
+    assert sorted(e.subject for e in retried) == ["3.1", "3.2"]
+    assert all(e.actor.startswith("cli:") for e in retried)
+    assert AuditLog(sessions).verify() == []
