@@ -42,3 +42,6 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
 
 # Back-off for writebacks: a RIS or archive that is down for a few minutes still gets it.
 WRITEBACK_RETRY_DELAYS = [2, 5, 10, 20, 30, 60, 60, 60]
+# Back-off for reads from the archive (headers, pixel data, priors): an archive restart
+# (tens of seconds) is waited out; 17-37 s of retries made a 30 s outage fail runs.
+ARCHIVE_RETRY_DELAYS = [2, 5, 10, 20, 30, 60]

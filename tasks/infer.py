@@ -11,7 +11,7 @@ from prefect import task
 from pacsflow.domain import InferenceResult, ModelRef
 from pacsflow.governance.drift import body_intensity_stats, inference_features
 from pacsflow.governance.usage import CpuClock
-from tasks._runtime import env, transient_only
+from tasks._runtime import ARCHIVE_RETRY_DELAYS, env, transient_only
 
 ICH_MODEL = "pacsflow-ich"
 NODULE_MODEL = "pacsflow-nodule"
@@ -68,7 +68,10 @@ def run_model(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResu
 
 
 @task(
-    name="infer-ich", retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=transient_only
+    name="infer-ich",
+    retries=len(ARCHIVE_RETRY_DELAYS),
+    retry_delay_seconds=ARCHIVE_RETRY_DELAYS,
+    retry_condition_fn=transient_only,
 )
 def infer_ich(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResult:
     return run_model(study_uid, series_uid, model)
@@ -76,8 +79,8 @@ def infer_ich(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResu
 
 @task(
     name="infer-nodule",
-    retries=3,
-    retry_delay_seconds=[2, 5, 10],
+    retries=len(ARCHIVE_RETRY_DELAYS),
+    retry_delay_seconds=ARCHIVE_RETRY_DELAYS,
     retry_condition_fn=transient_only,
 )
 def infer_nodule(study_uid: str, series_uid: str, model: ModelRef) -> InferenceResult:

@@ -18,7 +18,7 @@ from pacsflow.domain import Finding, Location, ModelRef
 from pacsflow.errors import InvalidInputError
 from pacsflow.pathways.series_selection import SelectionRules, select_series
 from pacsflow.pathways.validation import HeaderSuite, validate_headers
-from tasks._runtime import env, transient_only
+from tasks._runtime import ARCHIVE_RETRY_DELAYS, env, transient_only
 from tasks.infer import run_model
 
 SR_MODALITY = "SR"
@@ -82,8 +82,8 @@ def stored_result(study_uid: str, model_name: str) -> SrSummary | None:
 
 @task(
     name="prior-findings",
-    retries=4,
-    retry_delay_seconds=[2, 5, 10, 20],
+    retries=len(ARCHIVE_RETRY_DELAYS),
+    retry_delay_seconds=ARCHIVE_RETRY_DELAYS,
     retry_condition_fn=transient_only,
 )
 def prior_findings(

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pacsflow.domain import OrderContext
 from pacsflow.pathways.series_selection import SelectionRules, select_series
 from pacsflow.pathways.validation import HeaderSuite, ValidationOutcome, validate_headers
-from tasks._runtime import env, transient_only
+from tasks._runtime import ARCHIVE_RETRY_DELAYS, env, transient_only
 
 
 class StudyContext(BaseModel):
@@ -36,8 +36,8 @@ class SeriesSelection(BaseModel):
 
 @task(
     name="study-context",
-    retries=4,
-    retry_delay_seconds=[2, 5, 10, 20],
+    retries=len(ARCHIVE_RETRY_DELAYS),
+    retry_delay_seconds=ARCHIVE_RETRY_DELAYS,
     retry_condition_fn=transient_only,
 )
 def study_context(study_uid: str, accession_number: str | None) -> StudyContext:
@@ -68,8 +68,8 @@ def study_context(study_uid: str, accession_number: str | None) -> StudyContext:
 
 @task(
     name="select-series",
-    retries=4,
-    retry_delay_seconds=[2, 5, 10, 20],
+    retries=len(ARCHIVE_RETRY_DELAYS),
+    retry_delay_seconds=ARCHIVE_RETRY_DELAYS,
     retry_condition_fn=transient_only,
 )
 def choose_series(study_uid: str, target_thickness_mm: float = 5.0) -> SeriesSelection:
@@ -83,8 +83,8 @@ def choose_series(study_uid: str, target_thickness_mm: float = 5.0) -> SeriesSel
 
 @task(
     name="validate-series",
-    retries=4,
-    retry_delay_seconds=[2, 5, 10, 20],
+    retries=len(ARCHIVE_RETRY_DELAYS),
+    retry_delay_seconds=ARCHIVE_RETRY_DELAYS,
     retry_condition_fn=transient_only,
 )
 def validate_series(

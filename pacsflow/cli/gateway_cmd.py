@@ -113,13 +113,24 @@ def run_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
         audit.append(
             cli_actor(),
             "outbox.retry",
-            row.study_uid or row.idempotency_key,
-            {"outbox_id": row.id, "pathway": row.pathway, "last_error": row.last_error},
+            row.study_uid or f"outbox:{row.id}",
+            {
+                "outbox_id": row.id,
+                "pathway": row.pathway,
+                "attempts": row.attempts,
+                "last_error": row.last_error,
+            },
         )
         print(f"{row.id:>5} {row.pathway:16} {row.study_uid}  pending again")
-    not_dead = sorted(set(wanted or []) - {row.id for row in revived})
-    if not_dead:
-        print(f"not dead, left as they are: {', '.join(map(str, not_dead))}")
-    if not revived:
+    problems = 0
+    if wanted:
+        left = set(wanted) - {row.id for row in revived}
+        unknown = left - outbox.existing(sorted(left))
+        problems = len(left)
+        if unknown:
+            print(f"no such outbox rows: {', '.join(map(str, sorted(unknown)))}")
+        if left - unknown:
+            print(f"not {DEAD}, left as they are: {', '.join(map(str, sorted(left - unknown)))}")
+    elif not revived:
         print(f"no {DEAD} rows to retry")
-    return 0 if revived or not not_dead else 1
+    return 1 if problems else 0

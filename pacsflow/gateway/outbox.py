@@ -7,6 +7,7 @@ The idempotency key makes a re-sent study, order or webhook a no-op.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,17 @@ def idempotency_key(pathway: str, study_uid: str, model_version: str | None = No
 def backoff_s(attempts: int, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Exponential back-off between dispatch attempts: 1, 2, 4, ... seconds, capped."""
     return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
+
+
+@dataclass(frozen=True)
+class Revived:
+    """A dead row put back to pending: what it was when it gave up."""
+
+    id: int
+    pathway: str
+    study_uid: str | None
+    attempts: int
+    last_error: str | None
 
 
 class Outbox:
@@ -112,22 +124,32 @@ class Outbox:
         else:
             row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=backoff_s(row.attempts))
 
-    def retry(self, ids: Sequence[int] | None = None) -> list[OutboxEntry]:
+    def retry(self, ids: Sequence[int] | None = None) -> list[Revived]:
         """Dead rows back to pending, due now, with a fresh count of attempts: after the
         cause (a deployment missing, Prefect away too long) is fixed. ``ids`` None: every
-        dead row. A dead row never got a flow run, and the pathway's writeback ledger keeps
-        a study that is run again from being written twice. Returns the rows revived."""
+        dead row. A dead row never got a flow run of its own (and were one created just
+        before a time-out, the idempotency key would hand that same run back); the
+        pathway's writeback ledger keeps a study run again from being written twice."""
         with self.sessions() as session:
             query = select(OutboxEntry).where(OutboxEntry.state == DEAD)
             if ids is not None:
                 query = query.where(OutboxEntry.id.in_(list(ids)))
-            rows = list(session.scalars(query.order_by(OutboxEntry.id)))
-            for row in rows:
+            if session.bind is not None and session.bind.dialect.name == "postgresql":
+                query = query.with_for_update()  # not under a concurrent retry's feet
+            revived = []
+            for row in session.scalars(query.order_by(OutboxEntry.id)):
+                revived.append(
+                    Revived(row.id, row.pathway, row.study_uid, row.attempts, row.last_error)
+                )
                 row.state = PENDING
                 row.attempts = 0
                 row.next_attempt_at = datetime.now(UTC)
             session.commit()
-            return rows
+            return revived
+
+    def existing(self, ids: Sequence[int]) -> set[int]:
+        with self.sessions() as session:
+            return set(session.scalars(select(OutboxEntry.id).where(OutboxEntry.id.in_(ids))))
 
     def list(self, state: str | None = None, limit: int = 100) -> Sequence[OutboxEntry]:
         with self.sessions() as session:

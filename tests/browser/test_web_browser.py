@@ -55,7 +55,7 @@ def test_resident_sees_the_full_finding_and_overlay(
     expect(image).to_be_visible()
     # Read the element's properties over the protocol, not with evaluated strings: the
     # page's CSP (script-src 'none') forbids eval, and newer Playwright honours that.
-    expect(image).to_have_js_property("complete", True)
+    expect(image).to_have_js_property("complete", True, timeout=30_000)
     handle = image.element_handle()
     assert handle is not None
     assert handle.get_property("naturalWidth").json_value() >= 512

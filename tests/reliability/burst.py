@@ -22,12 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
 from deployments.local_stack import LocalStack
-from pacsflow.db.tables import PathwayRun
+from pacsflow.db.tables import OutboxEntry, PathwayRun, ReceivedStudy
 from pacsflow.dicom.dicomweb import Archive
 from pacsflow.governance.audit import AuditLog
 from pacsflow.stack import services
@@ -99,15 +100,6 @@ class Burst:
             time.sleep(1.0)
         return active
 
-    def wait_first_outcomes(self, studies: Sequence[Sent], count: int, timeout_s: float) -> None:
-        """Block until ``count`` of the studies have an outcome (the burst is under way)."""
-        uids = [s.truth.study_uid for s in studies]
-        deadline = time.monotonic() + timeout_s
-        while len(self.local.outcomes(uids)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"fewer than {count} outcomes after {timeout_s} s")
-            time.sleep(0.5)
-
     def pending(self, studies: Sequence[Sent]) -> int:
         """Studies without an outcome yet."""
         return len(studies) - len(self.local.outcomes([s.truth.study_uid for s in studies]))
@@ -140,9 +132,38 @@ class Burst:
             time.sleep(0.2)
         raise AssertionError(f"{name or 'no runner'} ran anything for {timeout_s} s")
 
-    def flow_run_state(self, run_id: str) -> str:
+    def flow_run(self, run_id: str) -> dict[str, Any]:
         url = f"{self.local.settings.prefect.effective_api_url}/flow_runs/{run_id}"
-        return str(httpx.get(url, timeout=10).json()["state"]["type"])
+        run: dict[str, Any] = httpx.get(url, timeout=10).json()
+        return run
+
+    def flow_run_state(self, run_id: str) -> str:
+        return str(self.flow_run(run_id)["state"]["type"])
+
+    def gateway_finished(self, studies: Sequence[Sent], down: datetime, up: datetime) -> int:
+        """Studies the gateway held when it went down (received, not yet closed; or closed,
+        not yet dispatched) that the restarted process closed or dispatched after ``up``."""
+        uids = [s.truth.study_uid for s in studies]
+        with self.local.sessions() as session:
+            closed = session.scalar(
+                select(func.count())
+                .select_from(ReceivedStudy)
+                .where(
+                    ReceivedStudy.study_uid.in_(uids),
+                    ReceivedStudy.last_received_at < down,
+                    ReceivedStudy.closed_at > up,
+                )
+            )
+            dispatched = session.scalar(
+                select(func.count())
+                .select_from(OutboxEntry)
+                .where(
+                    OutboxEntry.study_uid.in_(uids),
+                    OutboxEntry.created_at < down,
+                    OutboxEntry.dispatched_at > up,
+                )
+            )
+        return int(closed or 0) + int(dispatched or 0)
 
     # -- services -----------------------------------------------------------------------------
     def service(self, name: str) -> ManagedProcess:

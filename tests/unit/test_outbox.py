@@ -142,9 +142,10 @@ def test_retry_puts_only_the_chosen_dead_rows_back_and_they_dispatch(sessions) -
     outbox = Outbox(sessions)
     ids = _kill(sessions, outbox, "2.1", "2.2")
     (revived,) = outbox.retry([ids["2.1"]])
-    assert revived.study_uid == "2.1" and revived.attempts == 0
+    assert revived.study_uid == "2.1" and revived.attempts == 1  # as it gave up
     rows = {r.study_uid: r for r in outbox.list()}
-    assert rows["2.1"].state == PENDING and rows["2.2"].state == DEAD
+    assert rows["2.1"].state == PENDING and rows["2.1"].attempts == 0
+    assert rows["2.2"].state == DEAD
     prefect = PrefectDouble(["run-9"])
     assert Dispatcher(sessions, prefect).dispatch_due() == 1  # type: ignore[arg-type]
     assert outbox.list(DISPATCHED)[0].flow_run_id == "run-9"
@@ -168,9 +169,10 @@ def test_outbox_retry_command_revives_dead_rows_and_audits_each(tmp_path: Path) 
         args = parser.parse_args(list(argv))
         return int(args.handler(args, settings))
 
-    assert run("outbox", "retry", str(ids["3.2"]), "999") == 0
+    # An unknown id is reported and makes the command fail, the known one is still revived.
+    assert run("outbox", "retry", str(ids["3.2"]), "999") == 1
     assert {r.study_uid: r.state for r in outbox.list()} == {"3.1": DEAD, "3.2": PENDING}
-    assert run("outbox", "retry", "999") == 1  # nothing dead among the ids: a failure
+    assert run("outbox", "retry", str(ids["3.2"])) == 1  # pending now, not dead
     assert run("outbox", "retry", "--all-dead") == 0
     assert outbox.list(DEAD) == []
     with sessions() as session:
@@ -178,5 +180,6 @@ def test_outbox_retry_command_revives_dead_rows_and_audits_each(tmp_path: Path) 
             session.scalars(select(AuditEntry).where(AuditEntry.action == "outbox.retry"))
         )
     assert sorted(e.subject for e in retried) == ["3.1", "3.2"]
+    assert all(e.detail["attempts"] == 1 and e.detail["last_error"] for e in retried)
     assert all(e.actor.startswith("cli:") for e in retried)
     assert AuditLog(sessions).verify() == []
