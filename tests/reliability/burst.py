@@ -140,9 +140,10 @@ class Burst:
     def flow_run_state(self, run_id: str) -> str:
         return str(self.flow_run(run_id)["state"]["type"])
 
-    def gateway_finished(self, studies: Sequence[Sent], down: datetime, up: datetime) -> int:
-        """Studies the gateway held when it went down (received, not yet closed; or closed,
-        not yet dispatched) that the restarted process closed or dispatched after ``up``."""
+    def gateway_finished(self, studies: Sequence[Sent], crashed: datetime) -> int:
+        """Studies the gateway held when it crashed (received, not yet closed; or closed,
+        not yet dispatched) and closed or dispatched after: by the new process, since the
+        old one was dead by ``crashed``."""
         uids = [s.truth.study_uid for s in studies]
         with self.local.sessions() as session:
             closed = session.scalar(
@@ -150,8 +151,8 @@ class Burst:
                 .select_from(ReceivedStudy)
                 .where(
                     ReceivedStudy.study_uid.in_(uids),
-                    ReceivedStudy.last_received_at < down,
-                    ReceivedStudy.closed_at > up,
+                    ReceivedStudy.last_received_at < crashed,
+                    ReceivedStudy.closed_at > crashed,
                 )
             )
             dispatched = session.scalar(
@@ -159,8 +160,8 @@ class Burst:
                 .select_from(OutboxEntry)
                 .where(
                     OutboxEntry.study_uid.in_(uids),
-                    OutboxEntry.created_at < down,
-                    OutboxEntry.dispatched_at > up,
+                    OutboxEntry.created_at < crashed,
+                    OutboxEntry.dispatched_at > crashed,
                 )
             )
         return int(closed or 0) + int(dispatched or 0)
