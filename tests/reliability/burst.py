@@ -117,16 +117,33 @@ class Burst:
                 count += 1
         return count
 
-    def running_on(self, name: str | None = None, timeout_s: float = 120.0) -> list[str]:
+    def running_on(
+        self, name: str | None = None, timeout_s: float = 120.0, started_within_s: float = 0.0
+    ) -> list[str]:
         """Flow runs being executed right now, by the runner process ``name`` (it records
-        host:pid as each run's infrastructure pid) or by any; waits until there is one."""
+        host:pid as each run's infrastructure pid) or by any; waits until there is one.
+        With ``started_within_s``, only runs that started that recently: surely mid-flow,
+        not finishing (a run whose COMPLETED is already on its way to the server still
+        reads RUNNING, and killing its runner then changes nothing)."""
         owner = f"{socket.gethostname()}:{self.service(name).pid()}" if name else None
         url = self.local.settings.prefect.effective_api_url + "/flow_runs/filter"
         query = {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}, "limit": 200}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             runs = httpx.post(url, json=query, timeout=10).json()
-            mine = [r["id"] for r in runs if owner is None or r.get("infrastructure_pid") == owner]
+            now = datetime.now(UTC)
+            mine = [
+                r["id"]
+                for r in runs
+                if (owner is None or r.get("infrastructure_pid") == owner)
+                and (
+                    not started_within_s
+                    or (
+                        r.get("start_time") is not None
+                        and (now - _at(r["start_time"])).total_seconds() < started_within_s
+                    )
+                )
+            ]
             if mine:
                 return mine
             time.sleep(0.2)

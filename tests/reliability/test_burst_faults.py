@@ -6,9 +6,10 @@ server on SQLite a burst spends most of its time on "database is locked" retries
 bench/RESULTS.md).
 
 One burst of 200 studies is sent at once (the module fixture). While it is being worked
-through, each fault test breaks one component and brings it back: the gateway restarted,
-a runner killed, the Prefect server restarted, the archive down for 30 s, the RIS down for
-30 s, in that order (the file's order), each while work is in flight. Each fault test checks
+through, each fault test breaks one component and brings it back: the gateway crashed
+(SIGKILL) and restarted, a runner killed, the Prefect server restarted, the archive down
+for 30 s, the RIS down for 30 s, in that order (the file's order), each while work is in
+flight. Each fault test checks
 that its fault really held up work in flight and that this work went on after recovery.
 Then the last test waits for the whole burst: every study ends with exactly one outcome
 row and none "failed" (everything was accepted before the faults), every output counted at
@@ -125,7 +126,7 @@ def test_gateway_restarted_as_the_burst_arrives(burst: Burst, studies: list[Sent
 
 def test_runner_killed_mid_flow(burst: Burst, studies: list[Sent]) -> None:
     _still_to_do(burst, studies)
-    in_flight = burst.running_on("worker-1")
+    in_flight = burst.running_on("worker-1", started_within_s=3.0)
     burst.kill("worker-1")  # its runs in flight die with it, mid-flow
     killed = _clock()
     cut = [r for r in in_flight if burst.flow_run_state(r) != "COMPLETED"]
