@@ -30,10 +30,6 @@ class SegmenterConfig:
     norm: str = "instance"
     threshold: float = 0.5
     extra: dict[str, float] = field(default_factory=dict)
-    # Test-time mirroring: each entry a set of (z, y, x) axes to mirror; the probabilities
-    # of the mirrored inputs, mirrored back, are averaged with the plain one. Only flips
-    # the network was trained with (models.training._augment) belong here.
-    test_time_flips: tuple[tuple[int, ...], ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> SegmenterConfig:
@@ -42,7 +38,6 @@ class SegmenterConfig:
         raw["windows"] = tuple(tuple(w) for w in raw["windows"])
         raw["channels"] = tuple(raw["channels"])
         raw["strides"] = tuple(raw["strides"])
-        raw["test_time_flips"] = tuple(tuple(f) for f in raw.get("test_time_flips", ()))
         return cls(**raw)
 
     def to_json(self) -> str:
@@ -133,16 +128,10 @@ class Segmenter:
 
     @torch.inference_mode()
     def probability_on_model_grid(self, x: torch.Tensor) -> torch.Tensor:
-        prob = self._sigmoid(x)
-        for axes in self.config.test_time_flips:
-            dims = [2 + a for a in axes]  # (N, C, z, y, x)
-            prob += self._sigmoid(x.flip(dims)).flip(dims)
-        return prob / (1 + len(self.config.test_time_flips))
-
-    def _sigmoid(self, x: torch.Tensor) -> torch.Tensor:
         multiple = 2 ** len(self.config.strides)
         padded, (z, y, xx) = _pad_to_multiple(x, multiple)
-        return torch.sigmoid(self.network(padded)[..., :z, :y, :xx])
+        logits = self.network(padded)[..., :z, :y, :xx]
+        return torch.sigmoid(logits)
 
     @torch.inference_mode()
     def probability(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:

@@ -1,5 +1,4 @@
-"""Pre-processing of the segmenter: resampling to the model grid and HU windows; test-time
-mirroring."""
+"""Pre-processing of the segmenter: resampling to the model grid and HU windows."""
 
 from __future__ import annotations
 
@@ -7,14 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.segmenter import (
-    Segmenter,
-    SegmenterConfig,
-    build_network,
-    model_grid_shape,
-    resample,
-    window_channels,
-)
+from models.segmenter import SegmenterConfig, model_grid_shape, resample, window_channels
 
 
 def test_model_grid_shape_follows_physical_size() -> None:
@@ -46,20 +38,3 @@ def test_windows_scale_to_unit_range_per_channel() -> None:
     assert ch.shape == (2, 1, 1, 3)
     assert ch[0].flatten().tolist() == [0.0, 0.5, 1.0]
     assert ch[1].flatten().tolist() == pytest.approx([0.125, 0.375, 1.0])
-
-
-def test_test_time_flips_average_the_mirrored_readings_and_survive_the_json() -> None:
-    plain = SegmenterConfig(kind="ich", spacing_zyx=(5, 1, 1), windows=((0, 100),))
-    flipped = SegmenterConfig(**{**plain.__dict__, "test_time_flips": ((2,), (1, 2))})
-    assert SegmenterConfig.from_json(flipped.to_json()) == flipped
-    assert SegmenterConfig.from_json(plain.to_json()).test_time_flips == ()
-    torch.manual_seed(0)
-    network = build_network(plain)
-    x = torch.rand(1, 1, 8, 12, 20)  # not a multiple of 8 in y and x: padded, then cropped
-    one = Segmenter(plain, network).probability_on_model_grid(x)
-    averaged = Segmenter(flipped, network).probability_on_model_grid(x)
-    mirrored_x = Segmenter(plain, network).probability_on_model_grid(x.flip([4])).flip([4])
-    mirrored_yx = Segmenter(plain, network).probability_on_model_grid(x.flip([3, 4])).flip([3, 4])
-    assert averaged.shape == one.shape == (1, 1, 8, 12, 20)
-    assert not torch.allclose(one, mirrored_x)  # the untrained network is not symmetric
-    assert torch.allclose(averaged, (one + mirrored_x + mirrored_yx) / 3, atol=1e-6)
