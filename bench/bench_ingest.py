@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         storescp = ManagedProcess(
             name="storescp",
             argv=["storescp", "--fork", "-od", str(scp_dir), "-aet", "STORESCP", str(scp_port)],
+            env=DCMTK_ENV,  # the same TCP settings as Orthanc: a fair baseline
             run_dir=settings.paths.run_dir,
             log_dir=settings.paths.log_dir,
             ports=[("127.0.0.1", scp_port)],
