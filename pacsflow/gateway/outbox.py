@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +28,13 @@ def idempotency_key(pathway: str, study_uid: str, model_version: str | None = No
 def backoff_s(attempts: int, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Exponential back-off between dispatch attempts: 1, 2, 4, ... seconds, capped."""
     return float(min(cap_s, base_s * 2 ** max(0, attempts - 1)))
+
+
+def _row_locked(session: Session, query: Select[Any], *, skip_locked: bool) -> Select[Any]:
+    """FOR UPDATE where the database has row locks (PostgreSQL); SQLite serialises writers."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=skip_locked)
+    return query
 
 
 @dataclass(frozen=True)
@@ -104,9 +111,7 @@ class Outbox:
             .order_by(OutboxEntry.id)
             .limit(limit)
         )
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return session.scalars(query).all()
+        return session.scalars(_row_locked(session, query, skip_locked=True)).all()
 
     @staticmethod
     def mark_dispatched(row: OutboxEntry, flow_run_id: str) -> None:
@@ -134,10 +139,9 @@ class Outbox:
             query = select(OutboxEntry).where(OutboxEntry.state == DEAD)
             if ids is not None:
                 query = query.where(OutboxEntry.id.in_(list(ids)))
-            if session.bind is not None and session.bind.dialect.name == "postgresql":
-                query = query.with_for_update()  # not under a concurrent retry's feet
+            query = _row_locked(session, query.order_by(OutboxEntry.id), skip_locked=False)
             revived = []
-            for row in session.scalars(query.order_by(OutboxEntry.id)):
+            for row in session.scalars(query):  # locked: not under a concurrent retry's feet
                 revived.append(
                     Revived(row.id, row.pathway, row.study_uid, row.attempts, row.last_error)
                 )

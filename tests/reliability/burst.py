@@ -113,7 +113,7 @@ class Burst:
         count = 0
         for run in outcomes.values():
             first, then = run.timings.get(before), run.timings.get(after)
-            if first and then and _at(first) < by and _at(then) > since:
+            if first and then and at(first) < by and at(then) > since:
                 count += 1
         return count
 
@@ -140,7 +140,7 @@ class Burst:
                     not started_within_s
                     or (
                         r.get("start_time") is not None
-                        and (now - _at(r["start_time"])).total_seconds() < started_within_s
+                        and (now - at(r["start_time"])).total_seconds() < started_within_s
                     )
                 )
             ]
@@ -162,26 +162,24 @@ class Burst:
         not yet dispatched) and closed or dispatched after: by the new process, since the
         old one was dead by ``crashed``."""
         uids = [s.truth.study_uid for s in studies]
+        closed = self._count(
+            ReceivedStudy,
+            ReceivedStudy.study_uid.in_(uids),
+            ReceivedStudy.last_received_at < crashed,
+            ReceivedStudy.closed_at > crashed,
+        )
+        dispatched = self._count(
+            OutboxEntry,
+            OutboxEntry.study_uid.in_(uids),
+            OutboxEntry.created_at < crashed,
+            OutboxEntry.dispatched_at > crashed,
+        )
+        return closed + dispatched
+
+    def _count(self, table: Any, *conditions: Any) -> int:
         with self.local.sessions() as session:
-            closed = session.scalar(
-                select(func.count())
-                .select_from(ReceivedStudy)
-                .where(
-                    ReceivedStudy.study_uid.in_(uids),
-                    ReceivedStudy.last_received_at < crashed,
-                    ReceivedStudy.closed_at > crashed,
-                )
-            )
-            dispatched = session.scalar(
-                select(func.count())
-                .select_from(OutboxEntry)
-                .where(
-                    OutboxEntry.study_uid.in_(uids),
-                    OutboxEntry.created_at < crashed,
-                    OutboxEntry.dispatched_at > crashed,
-                )
-            )
-        return int(closed or 0) + int(dispatched or 0)
+            found = session.scalar(select(func.count()).select_from(table).where(*conditions))
+        return int(found or 0)
 
     # -- services -----------------------------------------------------------------------------
     def service(self, name: str) -> ManagedProcess:
@@ -284,7 +282,8 @@ class Burst:
         return AuditLog(self.local.sessions).verify()
 
 
-def _at(value: str) -> datetime:
+def at(value: str) -> datetime:
+    """An ISO 8601 time from Prefect or a run's timings, always timezone-aware."""
     moment = datetime.fromisoformat(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

@@ -29,7 +29,7 @@ import pytest
 from deployments.local_stack import local_stack
 from pacsflow.testing.postgres import fresh_databases, stack_overrides
 
-from .burst import Burst, Sent, log_lines, phi_pattern
+from .burst import Burst, Sent, at, log_lines, phi_pattern
 
 pytestmark = [
     pytest.mark.reliability,
@@ -79,10 +79,6 @@ def studies(burst: Burst) -> list[Sent]:
 
 def _clock() -> datetime:
     return datetime.now(UTC)
-
-
-def _at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _still_to_do(burst: Burst, studies: list[Sent]) -> None:
@@ -152,7 +148,7 @@ def test_prefect_server_restarted_mid_burst(burst: Burst, studies: list[Sent]) -
     # Runs in flight during the restart went on (task runs need no server) and their final
     # state reached the server once it was back.
     _eventually(_all_completed(burst, in_flight), f"runs in flight {in_flight} completed")
-    ended = [_at(burst.flow_run(r)["end_time"]) for r in in_flight]
+    ended = [at(burst.flow_run(r)["end_time"]) for r in in_flight]
     assert max(ended) > down, "every run in flight ended before the server went down"
     _no_failures_yet(burst, studies)
 
