@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,23 +12,47 @@ import httpx
 
 from pacsflow.errors import InvalidInputError, PeerUnavailableError
 
+# The server answers 503 when its database is busy (SQLite's lock, a dropped PostgreSQL
+# connection) and expects the client to ask again, as Prefect's own client does.
+RETRYABLE_STATUSES = frozenset({429, 502, 503})
+BUSY_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+
 
 class PrefectApi:
-    """Create flow runs of named deployments with an idempotency key (same key, same run)."""
+    """Create flow runs of named deployments with an idempotency key (same key, same run).
 
-    def __init__(self, api_url: str, *, timeout_s: float = 10.0) -> None:
+    A busy server (429/502/503) is asked again after `busy_retry_delays_s`; an unreachable
+    one is not, so callers with a queue of their own (the gateway's outbox) hear at once."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        timeout_s: float = 10.0,
+        busy_retry_delays_s: Sequence[float] = BUSY_RETRY_DELAYS_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.api_url, timeout=timeout_s)
+        self._client = httpx.Client(base_url=self.api_url, timeout=timeout_s, transport=transport)
+        self._busy_retry_delays_s = tuple(busy_retry_delays_s)
         self._deployment_ids: dict[str, str] = {}
 
     def close(self) -> None:
         self._client.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise PeerUnavailableError(f"Prefect API unreachable ({self.api_url}): {exc}") from exc
+        """Every call here is safe to repeat: reads, runs created under an idempotency
+        key, events with their own id."""
+        for delay in (*self._busy_retry_delays_s, None):
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise PeerUnavailableError(
+                    f"Prefect API unreachable ({self.api_url}): {exc}"
+                ) from exc
+            if response.status_code not in RETRYABLE_STATUSES or delay is None:
+                break
+            time.sleep(_retry_after_s(response, delay))
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise PeerUnavailableError(f"Prefect API answered {response.status_code} on {path}")
         return response
@@ -116,3 +142,12 @@ class PrefectApi:
         body = {"deployments": {"id": {"any_": [dep_id]}}, "limit": limit}
         response = self._ok(self._request("POST", "/flow_runs/filter", json=body), "run filter")
         return list(response.json())
+
+
+def _retry_after_s(response: httpx.Response, default_s: float) -> float:
+    """The server's Retry-After in seconds when it gives one (capped at 30 s), else
+    `default_s`."""
+    try:
+        return min(30.0, max(0.0, float(response.headers.get("retry-after", default_s))))
+    except ValueError:  # an HTTP date: not worth parsing for a busy database
+        return default_s
