@@ -94,11 +94,28 @@ class Burst:
                     "expected_start_time": {"before_": due},
                 }
             }
-            active = int(httpx.post(url, json=states, timeout=10).json())
+            active = int(self.prefect("POST", url, states))
             if active == 0:
                 return 0
             time.sleep(1.0)
         return active
+
+    @staticmethod
+    def prefect(method: str, url: str, body: Any = None, timeout_s: float = 60.0) -> Any:
+        """A read of the Prefect API that outlasts a busy (503) or restarting server, as
+        the runners' own client does; the decoded JSON answer."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                response = httpx.request(method, url, json=body, timeout=30)
+                if response.status_code not in (429, 502, 503):
+                    return response.raise_for_status().json()
+                problem = f"answered {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = f"unreachable: {exc}"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Prefect API {problem} for {timeout_s} s ({url})")
+            time.sleep(1.0)
 
     def pending(self, studies: Sequence[Sent]) -> int:
         """Studies without an outcome yet."""
@@ -130,7 +147,7 @@ class Burst:
         query = {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}, "limit": 200}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            runs = httpx.post(url, json=query, timeout=10).json()
+            runs = self.prefect("POST", url, query)
             now = datetime.now(UTC)
             mine = [
                 r["id"]
@@ -151,7 +168,7 @@ class Burst:
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
         url = f"{self.local.settings.prefect.effective_api_url}/flow_runs/{run_id}"
-        run: dict[str, Any] = httpx.get(url, timeout=10).json()
+        run: dict[str, Any] = self.prefect("GET", url)
         return run
 
     def flow_run_state(self, run_id: str) -> str:
@@ -272,7 +289,7 @@ class Burst:
         hits: list[str] = []
         offset = 0
         while True:
-            page = httpx.post(url, json={"offset": offset, "limit": 200}, timeout=30).json()
+            page = self.prefect("POST", url, {"offset": offset, "limit": 200})
             hits += [m.group(0) for entry in page if (m := pattern.search(entry["message"]))]
             if len(page) < 200:
                 return hits
