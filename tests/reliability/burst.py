@@ -31,6 +31,7 @@ from deployments.local_stack import LocalStack
 from pacsflow.db.tables import OutboxEntry, PathwayRun, ReceivedStudy
 from pacsflow.dicom.dicomweb import Archive
 from pacsflow.governance.audit import AuditLog
+from pacsflow.orchestration.prefect_api import RETRYABLE_STATUSES
 from pacsflow.stack import services
 from pacsflow.stack.process import ManagedProcess, pid_alive
 from pacsflow.synth.truth import StudyTruth
@@ -108,7 +109,7 @@ class Burst:
         while True:
             try:
                 response = httpx.request(method, url, json=body, timeout=30)
-                if response.status_code not in (429, 502, 503):
+                if response.status_code not in RETRYABLE_STATUSES:
                     return response.raise_for_status().json()
                 problem = f"answered {response.status_code}"
             except httpx.TransportError as exc:
