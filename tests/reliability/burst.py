@@ -164,7 +164,7 @@ class Burst:
             ]
             if mine:
                 return mine
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise AssertionError(f"{name or 'no runner'} ran anything for {timeout_s} s")
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
