@@ -1,18 +1,26 @@
 """Training loop shared by both models: patches from a pool of synthetic volumes on the
-model grid, Dice + BCE loss, Adam, reproducible by seed on CPU.
+model grid, Dice + BCE loss, Adam, reproducible by seed.
 
 A sample source renders one (HU volume, lesion mask) pair already on the model grid (the
 same `Segmenter.prepare` resampling the inference path uses), so what the network sees in
-training is what it sees on a real series.
+training is what it sees on a real series. Sample i is drawn from its own seed
+([seed, i]), so the data are the same whether it is rendered here or in `workers` worker
+processes; the network runs on `device` (the CPU by default; a CUDA device when there is
+one makes long plans practical, where rendering becomes the bound).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +85,19 @@ class TrainingPlan:
     mine_box: tuple[int, int, int] | None = None  # search a random box, not the whole volume
     hard_bank: int = 0  # > 0: keep up to n false-positive patches beyond pool refreshes
     threads: int = 2
+    workers: int = 0  # > 0: render samples in that many processes, ahead of need
+    device: str = "cpu"  # where the network trains ("cuda" on a GPU machine)
+    # Negative patches centred on lesion-density tissue that is not lesion (dura, venous
+    # sinuses, skull-base soft tissue, bone edges in partial volume): the mimics that
+    # hard-negative mining alone finds too rarely.
+    mimic_fraction: float = 0.0
+    mimic_hu: tuple[float, float] = (50.0, 90.0)  # smoothed HU range of a mimic voxel
+    # > 0: train for this long instead of a fixed number of steps (at most `steps`). The
+    # one-cycle schedule then runs on elapsed time rather than steps, and pool volumes are
+    # replaced as fast as the workers render them, so the data depend on timing: a
+    # budgeted run is not reproducible by seed.
+    time_budget_s: float = 0.0
+    bf16: bool = False  # autocast to bfloat16 on a CUDA device
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,76 @@ class TrainingResult:
     log: Path
     losses: list[float]
     seconds: float
+
+
+def _render(source: SampleSource, seed: int, index: int) -> Sample:
+    return source(np.random.default_rng([seed, index]))
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # a worker per core: no oversubscription
+
+
+class SampleFeed:
+    """Samples 0, 1, 2, ... of a source, sample i from seed [seed, i]: rendered in this
+    process, or by `workers` processes kept `ahead` samples in front of the trainer."""
+
+    def __init__(self, source: SampleSource, seed: int, workers: int = 0, ahead: int = 0) -> None:
+        self._source, self._seed, self._next = source, seed, 0
+        self._ahead = max(ahead, 2 * workers)
+        self._pending: deque[Future[Sample]] = deque()
+        self._pool = (
+            ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread)
+            if workers > 0
+            else None
+        )
+
+    def take(self) -> Sample:
+        if self._pool is None:
+            self._next += 1
+            return _render(self._source, self._seed, self._next - 1)
+        while len(self._pending) < self._ahead:
+            self._pending.append(self._pool.submit(_render, self._source, self._seed, self._next))
+            self._next += 1
+        return self._pending.popleft().result()
+
+    def ready(self) -> Sample | None:
+        """The next sample if it is already rendered, else None (without waiting)."""
+        if self._pool is None:
+            return self.take()
+        if self._pending and self._pending[0].done():
+            return self.take()
+        self.take_ahead()
+        return None
+
+    def take_ahead(self) -> None:
+        while self._pool is not None and len(self._pending) < self._ahead:
+            self._pending.append(self._pool.submit(_render, self._source, self._seed, self._next))
+            self._next += 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    sample: Sample
+    lesion: np.ndarray  # flat indices of its lesion voxels (centres of positive patches)
+    mimic: np.ndarray  # flat indices of lesion-density voxels away from any lesion
+
+    @classmethod
+    def of(cls, sample: Sample, plan: TrainingPlan) -> PoolEntry:
+        lesion = np.flatnonzero(sample.mask)
+        if not plan.mimic_fraction:
+            return cls(sample, lesion, np.empty(0, dtype=np.int64))
+        # Smoothed in-plane so that noise in parenchyma does not count as a mimic.
+        smooth = ndimage.uniform_filter(np.asarray(sample.hu, dtype=np.float32), size=(1, 3, 3))
+        lo, hi = plan.mimic_hu
+        mimic = (smooth >= lo) & (smooth <= hi)
+        if sample.mask.any():
+            mimic &= ~ndimage.binary_dilation(sample.mask, iterations=2)
+        return cls(sample, lesion, np.flatnonzero(mimic))
 
 
 def _crop(
@@ -115,18 +206,27 @@ def _crop(
     return hu, mask
 
 
-def _augment(
-    hu: np.ndarray, mask: np.ndarray, plan: TrainingPlan, rng: np.random.Generator
+def _mirror(
+    hu: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.5:  # left-right mirror: both sides equally likely
         hu, mask = hu[..., ::-1], mask[..., ::-1]
     if rng.random() < 0.5:  # anterior-posterior mirror (local texture, not anatomy)
         hu, mask = hu[:, ::-1], mask[:, ::-1]
-    hu = hu + np.float32(rng.uniform(-plan.hu_jitter, plan.hu_jitter))
-    sd = rng.uniform(0.0, plan.noise_jitter)
-    if sd > 0.2:
-        hu = hu + rng.normal(0.0, sd, hu.shape).astype(np.float32)
     return np.ascontiguousarray(hu, dtype=np.float32), np.ascontiguousarray(mask)
+
+
+def _jitter(hu: torch.Tensor, plan: TrainingPlan, gen: torch.Generator) -> torch.Tensor:
+    """(B, z, y, x) HU patches: a global HU shift per patch (scanner calibration) and extra
+    Gaussian noise of an SD drawn per patch in [0, noise_jitter] HU (none under 0.2 HU);
+    drawn where the patches are, so a GPU trainer does not wait on the CPU for noise."""
+    n = hu.shape[0]
+    shape = (n, 1, 1, 1)
+    shift = (torch.rand(shape, generator=gen, device=hu.device) * 2 - 1) * plan.hu_jitter
+    sd = torch.rand(shape, generator=gen, device=hu.device) * plan.noise_jitter
+    sd = torch.where(sd > 0.2, sd, torch.zeros_like(sd))
+    noise = torch.randn(hu.shape, generator=gen, device=hu.device)
+    return hu + shift + noise * sd
 
 
 @torch.no_grad()
@@ -150,14 +250,15 @@ def _false_positives(
         box = tuple(
             slice(s, min(n, s + b)) for s, b, n in zip(starts, box_shape, shape, strict=True)
         )
-    hu = torch.from_numpy(np.asarray(sample.hu[box], dtype=np.float32))
+    device = next(net.parameters()).device
+    hu = torch.from_numpy(np.asarray(sample.hu[box], dtype=np.float32)).to(device)
     x = window_channels(hu, config.windows)[None]
     multiple = 2 ** len(config.strides)
     pads = [(-n) % multiple for n in x.shape[-3:]]
     padded = torch.nn.functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
     z, y, xx = x.shape[-3:]
     net.eval()  # running statistics, as at inference; and leave them untouched
-    found = (net(padded)[0, 0, :z, :y, :xx] > 0).numpy()
+    found = (net(padded)[0, 0, :z, :y, :xx] > 0).cpu().numpy()
     net.train()
     mask = sample.mask[box]
     if mask.any():
@@ -182,76 +283,36 @@ def train_segmenter(
     torch.set_num_threads(plan.threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = build_network(config)
+    device = torch.device(plan.device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    net = build_network(config).to(device)
     net.train()
     optimiser = torch.optim.Adam(net.parameters(), lr=plan.learning_rate)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=plan.learning_rate, total_steps=max(1, plan.steps), pct_start=0.15
-    )
     # Dice over the whole batch: patches without lesion do not make the Dice term undefined.
     loss_fn = DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)
 
-    pool = [source(rng) for _ in range(plan.pool_size)]
-    log.info(
-        "%s: pool of %d volumes ready in %.1f s", name, len(pool), time.perf_counter() - started
-    )
-    losses: list[float] = []
-    hard: dict[int, np.ndarray] = {}  # pool index -> flat indices of false positives
-    bank: list[tuple[np.ndarray, np.ndarray]] = []  # false-positive patches (hu, mask)
-    for step in range(plan.steps):
-        if plan.refresh_every and step and step % plan.refresh_every == 0:
-            j = int(rng.integers(len(pool)))
-            pool[j] = source(rng)
-            hard.pop(j, None)
-        if plan.hard_fraction and plan.mine_every and step >= plan.steps // 10:
-            if step % plan.mine_every == 0:
-                j = int(rng.integers(len(pool)))
-                found = _false_positives(net, pool[j], config, plan.mine_box, rng)
-                if found.size:
-                    hard[j] = found
-                else:
-                    hard.pop(j, None)
-                if plan.hard_bank and found.size:
-                    for _ in range(2):
-                        patch = _crop(pool[j], plan.patch_zyx, rng, found)
-                        if len(bank) < plan.hard_bank:
-                            bank.append(patch)
-                        else:
-                            bank[int(rng.integers(len(bank)))] = patch
-        xs, ys = [], []
-        for _ in range(plan.batch):
-            draw = rng.random()
-            if bank and draw < plan.hard_fraction:
-                hu, mask = bank[int(rng.integers(len(bank)))]
-            else:
-                if hard and draw < plan.hard_fraction:
-                    j = list(hard)[int(rng.integers(len(hard)))]
-                    sample, around = pool[j], hard[j]
-                else:
-                    sample = pool[int(rng.integers(len(pool)))]
-                    positive = rng.random() < plan.positive_fraction and sample.mask.any()
-                    around = np.flatnonzero(sample.mask) if positive else None
-                hu, mask = _crop(sample, plan.patch_zyx, rng, around)
-            hu, mask = _augment(hu, mask, plan, rng)
-            xs.append(window_channels(torch.from_numpy(hu), config.windows))
-            ys.append(torch.from_numpy(mask)[None].float())
-        x, y = torch.stack(xs), torch.stack(ys)
-        optimiser.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if step % 50 == 0 or step == plan.steps - 1:
-            recent = float(np.mean(losses[-50:]))
-            log.info("%s: step %d/%d loss %.4f", name, step + 1, plan.steps, recent)
+    feed = SampleFeed(source, seed, plan.workers, ahead=plan.pool_size)
+    try:
+        pool = [PoolEntry.of(feed.take(), plan) for _ in range(plan.pool_size)]
+        log.info(
+            "%s: pool of %d volumes ready in %.1f s on %s",
+            name,
+            len(pool),
+            time.perf_counter() - started,
+            device,
+        )
+        losses, hard = _train_steps(
+            net, pool, feed, config, plan, rng, gen, optimiser, loss_fn, name
+        )
+    finally:
+        feed.close()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights, config_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"
     log_path = out_dir / f"{name}.train.json"
     net.eval()
-    torch.save(net.state_dict(), weights)
-    log.info("%s: %d pool volumes had false positives at the end", name, len(hard))
+    torch.save(net.to("cpu").state_dict(), weights)
+    log.info("%s: %d pool volumes had false positives at the end", name, hard)
     config_path.write_text(config.to_json() + "\n")
     seconds = time.perf_counter() - started
     log_path.write_text(
@@ -260,6 +321,7 @@ def train_segmenter(
                 "seed": seed,
                 "plan": asdict(plan),
                 "parameters": sum(p.numel() for p in net.parameters()),
+                "device_name": _device_name(device),
                 "seconds": round(seconds, 1),
                 "loss_first_50": float(np.mean(losses[:50])) if losses else None,
                 "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
@@ -271,3 +333,171 @@ def train_segmenter(
         + "\n"
     )
     return TrainingResult(weights, config_path, log_path, losses, seconds)
+
+
+def _train_steps(
+    net: torch.nn.Module,
+    pool: list[PoolEntry],
+    feed: SampleFeed,
+    config: SegmenterConfig,
+    plan: TrainingPlan,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    optimiser: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    name: str,
+) -> tuple[list[float], int]:
+    """The optimisation steps; returns the losses and how many pool volumes still had
+    false positives at the end."""
+    device = next(net.parameters()).device
+    losses: list[float] = []
+    unread: list[torch.Tensor] = []
+    hard: dict[int, np.ndarray] = {}  # pool index -> flat indices of false positives
+    bank: list[tuple[np.ndarray, np.ndarray]] = []  # false-positive patches (hu, mask)
+    budgeted = plan.time_budget_s > 0
+    total = plan.steps
+    scheduler = None if budgeted else _one_cycle(optimiser, plan, total)
+    autocast = plan.bf16 and device.type == "cuda"
+    started = time.perf_counter()
+    step = 0
+    while step < total:
+        done = step / total
+        if budgeted:
+            done = max(done, (time.perf_counter() - started) / plan.time_budget_s)
+            if done >= 1.0:
+                break
+            set_one_cycle(optimiser, plan, done)
+        if budgeted:
+            fresh = feed.ready()
+            if fresh is not None:
+                j = int(rng.integers(len(pool)))
+                pool[j] = PoolEntry.of(fresh, plan)
+                hard.pop(j, None)
+        elif plan.refresh_every and step and step % plan.refresh_every == 0:
+            j = int(rng.integers(len(pool)))
+            pool[j] = PoolEntry.of(feed.take(), plan)
+            hard.pop(j, None)
+        if plan.hard_fraction and plan.mine_every and done >= 0.1:
+            if step % plan.mine_every == 0:
+                j = int(rng.integers(len(pool)))
+                found = _false_positives(net, pool[j].sample, config, plan.mine_box, rng)
+                if found.size:
+                    hard[j] = found
+                else:
+                    hard.pop(j, None)
+                if plan.hard_bank and found.size:
+                    for _ in range(2):
+                        patch = _crop(pool[j].sample, plan.patch_zyx, rng, found)
+                        if len(bank) < plan.hard_bank:
+                            bank.append(patch)
+                        else:
+                            bank[int(rng.integers(len(bank)))] = patch
+        hus, masks = [], []
+        for _ in range(plan.batch):
+            draw = rng.random()
+            if bank and draw < plan.hard_fraction:
+                hu, mask = bank[int(rng.integers(len(bank)))]
+            else:
+                if hard and draw < plan.hard_fraction:
+                    j = list(hard)[int(rng.integers(len(hard)))]
+                    sample, around = pool[j].sample, hard[j]
+                else:
+                    entry = pool[int(rng.integers(len(pool)))]
+                    sample = entry.sample
+                    mimic = draw < plan.hard_fraction + plan.mimic_fraction
+                    positive = rng.random() < plan.positive_fraction and entry.lesion.size > 0
+                    if mimic and entry.mimic.size:
+                        around = entry.mimic
+                    else:
+                        around = entry.lesion if positive else None
+                hu, mask = _crop(sample, plan.patch_zyx, rng, around)
+            hu, mask = _mirror(hu, mask, rng)
+            hus.append(hu)
+            masks.append(mask)
+        x = _jitter(torch.from_numpy(np.stack(hus)).to(device), plan, gen)
+        x = window_channels(x, config.windows).transpose(0, 1)  # (B, C, z, y, x)
+        y = torch.from_numpy(np.stack(masks)).to(device)[:, None].float()
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        optimiser.step()
+        if scheduler is not None:
+            scheduler.step()
+        unread.append(loss.detach())
+        if step % 50 == 0 or step == total - 1 or (budgeted and step % 500 == 0):
+            # Read back in groups: a read per step would make a GPU wait for the CPU.
+            losses.extend(torch.stack(unread).float().tolist())
+            unread.clear()
+            recent = float(np.mean(losses[-50:]))
+            log.info("%s: step %d/%d loss %.4f", name, step + 1, total, recent)
+        step += 1
+    if budgeted:
+        log.info("%s: %d steps in %.0f s", name, step, time.perf_counter() - started)
+    losses.extend(torch.stack(unread).float().tolist() if unread else [])
+    return losses, len(hard)
+
+
+def set_one_cycle(optimiser: torch.optim.Optimizer, plan: TrainingPlan, done: float) -> None:
+    """OneCycleLR's schedule (cosine, 15% warm-up, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)
+    at the fraction `done` of training, for runs whose length is a time, not a step count."""
+    peak, warm = plan.learning_rate, 0.15
+    start, end = peak / 25.0, peak / 25.0 / 1e4
+    if done < warm:
+        t, lo, hi = done / warm, start, peak
+    else:
+        t, lo, hi = (done - warm) / (1.0 - warm), peak, end
+    cos = (1.0 + math.cos(math.pi * t)) / 2.0  # 1 -> 0
+    lr = hi + (lo - hi) * cos
+    beta1 = (0.85 + (0.95 - 0.85) * cos) if done < warm else (0.95 + (0.85 - 0.95) * cos)
+    for group in optimiser.param_groups:
+        group["lr"] = lr
+        group["betas"] = (beta1, group["betas"][1])
+
+
+def _one_cycle(
+    optimiser: torch.optim.Optimizer, plan: TrainingPlan, steps: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=plan.learning_rate, total_steps=max(1, steps), pct_start=0.15
+    )
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return "cpu"
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser, plan: TrainingPlan) -> None:
+    """The options of a training plan that a retrain may change from the command line."""
+    parser.add_argument("--steps", type=int, default=plan.steps)
+    parser.add_argument("--batch", type=int, default=plan.batch)
+    parser.add_argument("--pool-size", type=int, default=plan.pool_size)
+    parser.add_argument(
+        "--refresh-every",
+        type=int,
+        default=plan.refresh_every,
+        help="replace one pool volume by a fresh one every n steps",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=plan.workers,
+        help="render volumes in that many processes (0: in this one)",
+    )
+    parser.add_argument(
+        "--device", default=plan.device, help="where the network trains: cpu (default) or cuda"
+    )
+
+
+def plan_from_arguments(args: argparse.Namespace, plan: TrainingPlan) -> TrainingPlan:
+    return replace(
+        plan,
+        steps=args.steps,
+        batch=args.batch,
+        pool_size=args.pool_size,
+        refresh_every=args.refresh_every,
+        workers=args.workers,
+        device=args.device,
+    )

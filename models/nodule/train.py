@@ -13,7 +13,12 @@ from pathlib import Path
 
 from models.nodule.data import CONFIG, nodule_sample
 from models.segmenter import SegmenterConfig
-from models.training import TrainingPlan, train_segmenter
+from models.training import (
+    TrainingPlan,
+    add_plan_arguments,
+    plan_from_arguments,
+    train_segmenter,
+)
 
 PLAN = TrainingPlan(
     steps=4000,
@@ -42,10 +47,11 @@ def train(
     matrix: int = 256,
     config: SegmenterConfig = CONFIG,
     name: str = "nodule",
+    plan: TrainingPlan = PLAN,
 ) -> dict[str, Path]:
     """Train and write `<name>.pt`, `<name>.json`, `<name>.train.json`; returns their paths.
     `matrix` is the in-plane size of the rendered acquisitions (smaller = faster)."""
-    plan = replace(PLAN, steps=steps, pool_size=pool_size, patch_zyx=patch_zyx, batch=batch)
+    plan = replace(plan, steps=steps, pool_size=pool_size, patch_zyx=patch_zyx, batch=batch)
     result = train_segmenter(
         config,
         partial(nodule_sample, config=config, matrix=matrix),
@@ -62,11 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models/weights"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=PLAN.steps)
-    parser.add_argument("--pool-size", type=int, default=PLAN.pool_size)
+    parser.add_argument("--matrix", type=int, default=256, help="acquisition matrix")
+    add_plan_arguments(parser, PLAN)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    paths = train(args.out, seed=args.seed, steps=args.steps, pool_size=args.pool_size)
+    plan = plan_from_arguments(args, PLAN)
+    paths = train(
+        args.out,
+        seed=args.seed,
+        steps=plan.steps,
+        pool_size=plan.pool_size,
+        batch=plan.batch,
+        matrix=args.matrix,
+        plan=plan,
+    )
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0

@@ -212,7 +212,7 @@ def _dose_lines(
     return lines
 
 
-def _thick_from_thin(thin: np.ndarray, thin_grid: Grid, thick_grid: Grid) -> np.ndarray:
+def thick_from_thin(thin: np.ndarray, thin_grid: Grid, thick_grid: Grid) -> np.ndarray:
     """Average thin slices into thick slabs by overlap (what a scanner's MPR does)."""
     t = thin_grid.spacing_zyx_mm[0]
     T = thick_grid.spacing_zyx_mm[0]
@@ -302,7 +302,7 @@ def write_head_ct_study(
         number += 1
     else:
         thin_f = soft_kernel_float(ph.raw, ref_noise, st.noise)
-        thick_hu = _thick_from_thin(thin_f, thin_grid, thick_grid) if protocol == "both" else None
+        thick_hu = thick_from_thin(thin_f, thin_grid, thick_grid) if protocol == "both" else None
         soft_ref = finish_hu(thin_f)
         if thick_hu is not None:
             thick_noise = ref_noise / math.sqrt(HEAD_THICK_MM / t)

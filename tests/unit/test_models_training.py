@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from models.ich.data import ich_sample
 from models.ich.train import train as train_ich
 from models.nodule.train import train as train_nodule
 from models.segmenter import Segmenter, SegmenterConfig
-from models.training import Sample, TrainingPlan, train_segmenter
+from models.training import (
+    PoolEntry,
+    Sample,
+    SampleFeed,
+    TrainingPlan,
+    set_one_cycle,
+    train_segmenter,
+)
 
 TINY_ICH = SegmenterConfig(
     kind="ich",
@@ -98,3 +108,69 @@ def test_nodule_training_runs_end_to_end(tmp_path: Path, seed: int) -> None:
     )
     segmenter = Segmenter.from_files(paths["weights"], paths["config"])
     assert segmenter.config.kind == "nodule"
+
+
+def test_worker_processes_render_the_same_samples_as_one_process() -> None:
+    source = partial(ich_sample, config=TINY_ICH, matrix=48)
+    alone = SampleFeed(source, seed=7)
+    workers = SampleFeed(source, seed=7, workers=2)
+    try:
+        for _ in range(3):
+            a, b = alone.take(), workers.take()
+            assert np.array_equal(a.hu, b.hu) and np.array_equal(a.mask, b.mask)
+    finally:
+        workers.close()
+
+
+@pytest.mark.parametrize("done", [0.0, 0.05, 0.15, 0.4, 0.8, 0.99])
+def test_time_based_one_cycle_follows_torch_one_cycle(done: float) -> None:
+    """A budgeted run sets the rate from the fraction of its time spent; at the same
+    fraction it must match OneCycleLR's rate and Adam momentum."""
+    plan = TrainingPlan(steps=1000, patch_zyx=(4, 4, 4), learning_rate=5e-3)
+    reference = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=plan.learning_rate)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        reference, max_lr=plan.learning_rate, total_steps=plan.steps + 1, pct_start=0.15
+    )
+    for _ in range(round(done * plan.steps)):
+        reference.step()
+        schedule.step()
+    ours = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    set_one_cycle(ours, plan, done)
+    want, got = reference.param_groups[0], ours.param_groups[0]
+    assert got["lr"] == pytest.approx(want["lr"], rel=0.02, abs=1e-7)
+    assert got["betas"][0] == pytest.approx(want["betas"][0], abs=2e-3)
+
+
+def test_mimic_voxels_are_lesion_density_tissue_away_from_lesions() -> None:
+    hu = np.full((6, 40, 40), 30.0, np.float32)  # parenchyma
+    hu[2:4, 5:9, 5:9] = 70.0  # a dural fold: lesion density, not lesion
+    hu[2:4, 25:30, 25:30] = 70.0  # the lesion
+    mask = np.zeros(hu.shape, bool)
+    mask[2:4, 25:30, 25:30] = True
+    plan = TrainingPlan(steps=1, patch_zyx=(4, 8, 8), mimic_fraction=0.2)
+    entry = PoolEntry.of(Sample(hu=hu, mask=mask), plan)
+    z, y, x = np.unravel_index(entry.mimic, hu.shape)
+    assert entry.mimic.size > 0
+    assert set(np.unique(z)) <= {2, 3}
+    assert y.max() < 12 and x.max() < 12  # around the fold, nowhere near the lesion
+    assert np.array_equal(entry.lesion, np.flatnonzero(mask))
+    without = PoolEntry.of(Sample(hu=hu, mask=mask), TrainingPlan(steps=1, patch_zyx=(4, 8, 8)))
+    assert without.mimic.size == 0  # not computed when the plan draws no mimic patches
+
+
+def test_a_budgeted_run_ends_when_its_time_is_spent(tmp_path: Path) -> None:
+    cap = 1_000_000
+    plan = TrainingPlan(
+        steps=cap,
+        patch_zyx=(8, 16, 16),
+        batch=2,
+        pool_size=4,
+        refresh_every=0,
+        mimic_fraction=0.3,
+        time_budget_s=1.0,
+    )
+    result = train_segmenter(TINY_ICH, _bright_cubes, plan, tmp_path, name="budget", seed=1)
+    assert 0 < len(result.losses) < cap
+    assert all(np.isfinite(result.losses))
+    logged = json.loads(result.log.read_text())
+    assert logged["plan"]["time_budget_s"] == 1.0
