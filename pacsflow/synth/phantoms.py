@@ -331,6 +331,30 @@ def with_mean_hu(
     return result
 
 
+BLOOD_HU = (40.0, 100.0)  # acute blood as a reader sees it on a brain window
+
+
+def with_visible_volume(
+    lesions: list[LesionTruth], raw: np.ndarray, labels: np.ndarray, voxel_ml: float
+) -> list[LesionTruth]:
+    """Add each hemorrhage's `visible_ml`: the part of its mask at blood density in the
+    image the scanner makes of `raw` (the soft kernel's blur, without noise, so the
+    figure does not depend on the noise draw)."""
+    if not any(les.kind == "hemorrhage" for les in lesions):
+        return lesions
+    clean = soft_kernel_float(raw, 0.0, np.random.default_rng(0))  # noise 0: no draws
+    lo, hi = BLOOD_HU
+    at_blood = (clean >= lo) & (clean <= hi)
+    result = []
+    for les in lesions:
+        if les.kind != "hemorrhage":
+            result.append(les)
+            continue
+        n = int(np.count_nonzero(at_blood & (labels == les.label)))
+        result.append(les.model_copy(update={"visible_ml": round(n * voxel_ml, 3)}))
+    return result
+
+
 # ---- chest --------------------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from pacsflow.synth.phantoms import (
     soft_kernel,
     soft_kernel_float,
     with_mean_hu,
+    with_visible_volume,
 )
 from pacsflow.synth.specs import Hemorrhage, Nodule
 from pacsflow.synth.truth import (
@@ -334,6 +335,8 @@ def write_head_ct_study(
             )
         )
     lesions = with_mean_hu(ph.lesions, soft_ref, ph.labels)
+    voxel_ml = float(np.prod(ref_grid.spacing_zyx_mm)) / 1000.0
+    lesions = with_visible_volume(lesions, ph.raw, ph.labels, voxel_ml)
     series = _write_ct(out_dir, ctx, ph, recons, with_scout, lateral=True)
     if dose:
         series.append(

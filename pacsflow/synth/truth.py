@@ -52,6 +52,14 @@ class LesionTruth(BaseModel):
     max_thickness_mm: float | None = Field(
         None, description="extra-axial collections: deepest extent below the inner table"
     )
+    visible_ml: float | None = Field(
+        None,
+        description=(
+            "hemorrhages: volume of the mask that the noise-free image shows at acute-blood "
+            "density (40-100 HU). A thin collection against the skull can have none: the "
+            "scanner's blur mixes the bone into every one of its voxels"
+        ),
+    )
 
     def to_finding(self, probability: float = 1.0) -> Finding:
         """The finding a perfect model would report for this lesion."""

@@ -9,7 +9,14 @@ import pytest
 
 from models.cards import MODEL_LIMITATIONS, model_card
 from models.catalogue import ICH, NODULE
-from models.evaluate import HELD_OUT_SEED, calibrate, noise_band, probability_grid
+from models.evaluate import (
+    HELD_OUT_SEED,
+    calibrate,
+    noise_band,
+    probability_grid,
+    score_ich,
+    visibility,
+)
 from pacsflow.errors import InvalidInputError
 
 
@@ -55,3 +62,30 @@ def test_ich_card_shows_strata_and_its_failure_modes(tmp_path: Path) -> None:
     assert all(line in card for line in MODEL_LIMITATIONS["ich"])
     (tmp_path / "nodule.eval.json").write_text(json.dumps(evaluation))
     assert "| vendor |" not in model_card(NODULE, tmp_path)
+
+
+def _ich_row(positive: bool, called: bool, visible_ml: float | None = None) -> dict:  # type: ignore[type-arg]
+    return {
+        "truth_positive": positive,
+        "predicted_positive": called,
+        "truth_ml": 1.0 if positive else 0.0,
+        "predicted_ml": 1.0 if called else 0.0,
+        "truth_side": None,
+        "truth_visible_ml": visible_ml,
+        "study_probability": 0.9 if called else 0.0,
+        "seconds": 1.0,
+    }
+
+
+def test_ich_sensitivity_is_also_reported_on_bleeds_the_pixels_show() -> None:
+    rows = [
+        _ich_row(True, True, visible_ml=2.0),
+        _ich_row(True, False, visible_ml=0.5),
+        _ich_row(True, False, visible_ml=0.01),  # not in the pixels
+        _ich_row(False, False),
+    ]
+    metrics = score_ich(rows)
+    assert metrics["sensitivity"] == pytest.approx(1 / 3, abs=1e-3)  # the goal counts every bleed
+    assert metrics["sensitivity_visible"] == pytest.approx(1 / 2, abs=1e-3)
+    assert metrics["positives_not_visible"] == 1
+    assert [visibility(r) for r in rows] == ["visible", "visible", "not visible", "normal"]

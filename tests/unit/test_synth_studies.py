@@ -346,3 +346,27 @@ def test_non_ct_study_has_another_modality(tmp_path: Path, modality: str, sop_cl
             assert ds.Modality == modality
             assert ds.SOPClassUID == sop_class
             assert ds.pixel_array.max() > 0
+
+
+def test_truth_says_how_much_of_a_bleed_the_pixels_show(tmp_path: Path) -> None:
+    """A 1 mL subdural is a sliver against the inner table: the scanner's blur mixes bone
+    into every voxel of it, so almost none of it is at blood density. The same volume
+    deep in the brain is shown whole."""
+    shown = {}
+    for subtype in ("subdural", "intraparenchymal"):
+        truth = write_head_ct_study(
+            tmp_path / subtype,
+            seed=3,
+            hemorrhages=[Hemorrhage(subtype=subtype, volume_ml=1.0, side="left")],
+            protocol="thick",
+            matrix=256,  # a head CT's pixel (~0.9 mm): what the visibility figure is about
+            with_scout=False,
+            with_bone=False,
+            with_dose_report=False,
+        )
+        (lesion,) = truth.lesions
+        assert lesion.visible_ml is not None
+        assert 0.0 <= lesion.visible_ml <= lesion.volume_ml + 0.001  # both rounded
+        shown[subtype] = lesion.visible_ml / lesion.volume_ml
+    assert shown["subdural"] < 0.1
+    assert shown["intraparenchymal"] > 0.9
