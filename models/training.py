@@ -501,3 +501,35 @@ def plan_from_arguments(args: argparse.Namespace, plan: TrainingPlan) -> Trainin
         workers=args.workers,
         device=args.device,
     )
+
+
+def training_main(
+    argv: list[str] | None,
+    *,
+    description: str | None,
+    plan: TrainingPlan,
+    train: Callable[..., dict[str, Path]],
+) -> int:
+    """The command line of a model's training module (`python -m models.<key>.train`):
+    output folder, seed, acquisition matrix and the plan's options; `train` is the
+    module's own, with its data source and config."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path("models/weights"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--matrix", type=int, default=256, help="acquisition matrix")
+    add_plan_arguments(parser, plan)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    chosen = plan_from_arguments(args, plan)
+    paths = train(
+        args.out,
+        seed=args.seed,
+        steps=chosen.steps,
+        pool_size=chosen.pool_size,
+        batch=chosen.batch,
+        matrix=args.matrix,
+        plan=chosen,
+    )
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0

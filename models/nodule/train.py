@@ -5,20 +5,13 @@ python -m models.nodule.train --out models/weights --seed 0
 
 from __future__ import annotations
 
-import argparse
-import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from models.nodule.data import CONFIG, nodule_sample
 from models.segmenter import SegmenterConfig
-from models.training import (
-    TrainingPlan,
-    add_plan_arguments,
-    plan_from_arguments,
-    train_segmenter,
-)
+from models.training import TrainingPlan, train_segmenter, training_main
 
 PLAN = TrainingPlan(
     steps=4000,
@@ -65,26 +58,7 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("models/weights"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--matrix", type=int, default=256, help="acquisition matrix")
-    add_plan_arguments(parser, PLAN)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    plan = plan_from_arguments(args, PLAN)
-    paths = train(
-        args.out,
-        seed=args.seed,
-        steps=plan.steps,
-        pool_size=plan.pool_size,
-        batch=plan.batch,
-        matrix=args.matrix,
-        plan=plan,
-    )
-    for key, path in paths.items():
-        print(f"{key}: {path}")
-    return 0
+    return training_main(argv, description=__doc__, plan=PLAN, train=train)
 
 
 if __name__ == "__main__":
