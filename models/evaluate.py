@@ -32,6 +32,7 @@ from models.ich.aggregate import Grid as AggregationGrid
 from models.ich.aggregate import ValidationStudy, choose_operating_point
 from models.scoring import operating_probability
 from models.segmenter import Segmenter, SegmenterConfig
+from models.volume import Volume
 from pacsflow.domain import Finding, InferenceResult, ModelRef
 from pacsflow.errors import InvalidInputError
 from pacsflow.synth.specs import HEMORRHAGE_SUBTYPES, NODULE_TYPES, SIDES, Hemorrhage, Nodule
@@ -546,6 +547,19 @@ def _nodule_choice(
     return best[1]
 
 
+def head_volume(case: Case, study_dir: Path, matrix: int) -> tuple[Case, StudyTruth, Volume]:
+    """Write an ICH case as DICOM in `study_dir`, read the series the pathway would
+    analyse back into a volume, and remove the files (the case comes back shrunk when its
+    bleed did not fit)."""
+    from models.volume import load_volume
+
+    try:
+        case, truth = _write_fitting(case, "ich", study_dir, matrix)
+        return case, truth, load_volume(read_series(study_dir, truth, ("thick", "thin")))
+    finally:
+        shutil.rmtree(study_dir, ignore_errors=True)
+
+
 def ich_validation_studies(
     segmenter: Segmenter,
     cases: list[Case],
@@ -557,15 +571,11 @@ def ich_validation_studies(
     """Each validation case through the real path up to the probability map, summarised
     as candidate components at every threshold of the grid (one inference per study)."""
     from models.ich.findings import candidates
-    from models.volume import load_volume
 
     tmp = Path(tempfile.mkdtemp(prefix="calibrate-ich-", dir=work_dir))
     try:
         for i, case in enumerate(cases):
-            study_dir = tmp / f"{case.seed}"
-            case, truth = _write_fitting(case, "ich", study_dir, matrix)
-            volume = load_volume(read_series(study_dir, truth, ("thick", "thin")))
-            shutil.rmtree(study_dir, ignore_errors=True)
+            case, truth, volume = head_volume(case, tmp / f"{case.seed}", matrix)
             prob = segmenter.probability(volume.hu, volume.spacing_zyx)
             yield ValidationStudy(
                 positive=bool(truth.lesions),

@@ -147,17 +147,14 @@ def _init_worker(dirs: Sequence[str], device: str, thresholds: tuple[float, ...]
 
 
 def _study(job: tuple[str, Any]) -> dict[str, Any]:
-    from models.evaluate import _write_fitting, read_series
+    from models.evaluate import head_volume
     from models.ich.findings import candidates
-    from models.volume import load_volume
 
     split, case = job
-    tmp = Path(
-        tempfile.mkdtemp(prefix="sweep-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
-    )
+    shm = Path("/dev/shm")
+    tmp = Path(tempfile.mkdtemp(prefix="sweep-", dir=shm if shm.is_dir() else None))
     try:
-        case, truth = _write_fitting(case, "ich", tmp / "s", 256)
-        volume = load_volume(read_series(tmp / "s", truth, ("thick", "thin")))
+        case, truth, volume = head_volume(case, tmp / "s", 256)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     found: dict[str, dict[float, list[Candidate]]] = {}
