@@ -135,21 +135,18 @@ class SampleFeed:
         if self._pool is None:
             self._next += 1
             return _render(self._source, self._seed, self._next - 1)
-        while len(self._pending) < self._ahead:
-            self._pending.append(self._pool.submit(_render, self._source, self._seed, self._next))
-            self._next += 1
+        self._submit_ahead()
         return self._pending.popleft().result()
 
     def ready(self) -> Sample | None:
-        """The next sample if it is already rendered, else None (without waiting)."""
-        if self._pool is None:
-            return self.take()
+        """The next sample if a worker has already rendered it, else None (without
+        waiting; always None without workers, where nothing is rendered ahead)."""
         if self._pending and self._pending[0].done():
             return self.take()
-        self.take_ahead()
+        self._submit_ahead()
         return None
 
-    def take_ahead(self) -> None:
+    def _submit_ahead(self) -> None:
         while self._pool is not None and len(self._pending) < self._ahead:
             self._pending.append(self._pool.submit(_render, self._source, self._seed, self._next))
             self._next += 1
@@ -367,7 +364,7 @@ def _train_steps(
             if done >= 1.0:
                 break
             set_one_cycle(optimiser, plan, done)
-        if budgeted:
+        if budgeted and plan.workers:  # as fast as the workers render, never waiting
             fresh = feed.ready()
             if fresh is not None:
                 j = int(rng.integers(len(pool)))
