@@ -743,6 +743,9 @@ def _offset(
     return ii + win[0].start, jj + win[1].start  # type: ignore[return-value]
 
 
+SUBDURAL_FULL_SPREAD_ML = 10.0  # smaller subdurals cover a proportionally smaller arc
+
+
 def _plan_extra_axial(
     model: HeadModel,
     hem: Hemorrhage,
@@ -761,6 +764,13 @@ def _plan_extra_axial(
     # lens: thick and short, an ellipse in (depth, angle) so both borders are convex.
     thick = float(rng.uniform(10.0, 14.0)) if subdural else float(rng.uniform(14.0, 18.0))
     half_angle = math.radians(rng.uniform(48.0, 58.0) if subdural else rng.uniform(26.0, 32.0))
+    # A small crescent keeps its shape and shrinks in extent (angle), not only in depth:
+    # drawn by depth alone, a subdural under ~10 mL was a layer 1-2 voxels thin that the
+    # soft kernel's blur mixes with the inner table, so the image showed no blood where
+    # the truth said there was (visible_ml 0 under 2.5 mL). Scaling the angle with the
+    # volume keeps such bleeds about 3-4 mm deep at any volume; from 10 mL up the
+    # crescent is drawn as before.
+    spread = np.float32(min(1.0, hem.volume_ml / SUBDURAL_FULL_SPREAD_ML)) if subdural else None
     one_minus_cos = np.float32(1.0 - math.cos(half_angle))
     a, b, _, _ = model.an.inner_axes
     ux, uy, uz = (np.float32(v) for v in u0)
@@ -777,8 +787,9 @@ def _plan_extra_axial(
         cosang = (X * inv_a * ux + Y * inv_b * uy + Z * invc * uz) / cv.rn[ii, jj]
         ang = (1.0 - cosang) / one_minus_cos
         depth = -e[ii, jj]
-        if subdural:
-            score = depth / np.float32(thick) + ang * ang
+        if spread is not None:
+            a_rel = ang / spread
+            score = depth / np.float32(thick) + a_rel * a_rel
         else:
             t = depth / np.float32(thick)
             score = t * t + ang
