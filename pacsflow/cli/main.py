@@ -16,6 +16,7 @@ from pacsflow.cli import (
     gateway_cmd,
     routes_cmd,
     serve_cmd,
+    spool_cmd,
     stack_cmd,
     sweep_cmd,
     users_cmd,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_cmd.add_parser(sub)
     audit_cmd.add_parser(sub)
     sweep_cmd.add_parser(sub)
+    spool_cmd.add_parser(sub)
     _add_optional_groups(sub)
     return parser
 

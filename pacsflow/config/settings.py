@@ -137,6 +137,13 @@ class GatewaySettings(_Group):
     commitment_report_attempts: int = Field(
         3, ge=1, description="Tries to deliver one Storage Commitment result to its peer"
     )
+    spool_retention_days: float = Field(
+        7.0,
+        ge=0,
+        description="Days a study's spool files are kept after its last activity (close, "
+        "triggers, outcomes) once every pathway has its outcome; 0 = kept forever. The "
+        "gateway prunes hourly; `pacsflow spool prune` on demand",
+    )
 
     @model_validator(mode="after")
     def _peers_are_host_port(self) -> GatewaySettings:

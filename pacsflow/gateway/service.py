@@ -1,8 +1,9 @@
 """`pacsflow gateway`: every listener in one process, plus the assembler and dispatcher.
 
 Threads: pynetdicom's SCP, the study assembler, the outbox dispatcher, the optional VNA
-change-feed watcher. The asyncio loop: the MLLP listener and the HTTP app (webhook,
-health). SIGTERM/SIGINT stop everything in order; what was accepted is already on disk.
+change-feed watcher, the hourly spool prune. The asyncio loop: the MLLP listener and the
+HTTP app (webhook, health). SIGTERM/SIGINT stop everything in order; what was accepted is
+already on disk.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pacsflow.gateway.outbox import Outbox, idempotency_key
 from pacsflow.gateway.prefetch import PriorPrefetcher
 from pacsflow.gateway.routing import load_rules
 from pacsflow.gateway.spool import Spool
+from pacsflow.gateway.spool_prune import SpoolJanitor
 from pacsflow.gateway.storage_commitment import SpoolInstanceIndex, StorageCommitmentScp
 from pacsflow.gateway.webhook import create_gateway_app
 from pacsflow.hl7.server import MllpServer
@@ -53,6 +55,7 @@ class Gateway:
     dispatcher: Dispatcher = field(init=False)
     _scp: Any = field(default=None, init=False)
     _watcher: ChangeFeedWatcher | None = field(default=None, init=False)
+    _janitor: SpoolJanitor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -133,6 +136,9 @@ class Gateway:
         self._scp = start_scp(ae, handlers, g.host, g.dicom_port, ssl_context=dicom_tls)
         self.assembler.start()
         self.dispatcher.start()
+        if g.spool_retention_days > 0:  # 0: the spool is kept forever
+            self._janitor = SpoolJanitor(self.spool.root, self.sessions, g.spool_retention_days)
+            self._janitor.start()
         if g.vna_change_feed:
             self._watcher = ChangeFeedWatcher(
                 OrthancExtras(self.settings.orthanc),
@@ -152,6 +158,8 @@ class Gateway:
     def stop_threads(self) -> None:
         if self._watcher:
             self._watcher.stop()
+        if self._janitor:
+            self._janitor.stop()
         if self._scp is not None:
             # Let associations in progress finish their C-STOREs (each answered only after
             # its fsync) before the threads that record them go away.

@@ -29,15 +29,21 @@ class StudySource:
         root = self.settings.spool_dir / study_uid
         if series_uid:
             root = root / series_uid
-        return sorted(root.rglob("*.dcm")) if root.is_dir() else []
+        try:
+            return sorted(root.rglob("*.dcm")) if root.is_dir() else []
+        except FileNotFoundError:  # pruned while being listed
+            return []
 
     def headers(self, study_uid: str) -> list[InstanceHeader]:
         files = self._spooled(study_uid)
         if files:
-            return [
-                InstanceHeader.from_dataset(pydicom.dcmread(f, stop_before_pixels=True))
-                for f in files
-            ]
+            try:
+                return [
+                    InstanceHeader.from_dataset(pydicom.dcmread(f, stop_before_pixels=True))
+                    for f in files
+                ]
+            except FileNotFoundError:  # the spool copy was pruned while being read
+                pass
         return [
             InstanceHeader.from_dicom_json(item) for item in self.archive.study_metadata(study_uid)
         ]
@@ -46,7 +52,10 @@ class StudySource:
         """All instances of a series with pixels, and where they came from."""
         files = self._spooled(study_uid, series_uid)
         if files:
-            return [pydicom.dcmread(f) for f in files], "spool"
+            try:
+                return [pydicom.dcmread(f) for f in files], "spool"
+            except FileNotFoundError:  # the spool copy was pruned while being read
+                pass
         return self.archive.retrieve_series(study_uid, series_uid), "archive"
 
     def order(self, accession_number: str | None) -> OrderContext | None:
