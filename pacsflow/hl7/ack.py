@@ -40,9 +40,10 @@ def build_ack(
 
     MSH swaps sender and receiver (MSH-3/4 <-> MSH-5/6), MSH-9 is ACK^<trigger>^ACK
     (the structure component exists from v2.3.1 on, so v2.3 gets ACK^<trigger>), MSH-10
-    a new control id, MSH-11/MSH-12 as received. MSA-2 echoes the received MSH-10. ERR
-    carries ERR-2 location, ERR-3 table 0357 code, ERR-4 severity and the full text in
-    ERR-8; for v2.3/2.4 receivers ERR-1 repeats location and code in the older ELD form.
+    a new control id, MSH-11/MSH-12 and MSH-18 (character set, when given) as received.
+    MSA-2 echoes the received MSH-10. ERR carries ERR-2 location, ERR-3 table 0357 code,
+    ERR-4 severity and the full text in ERR-8; for v2.3/2.4 receivers ERR-1 repeats
+    location and code in the older ELD form.
     """
     original = (
         message_or_raw_msh
@@ -69,6 +70,9 @@ def build_ack(
             enc.escape_text(control_id or new_control_id()),
             msh.field(11) or "P",
             msh.field(12) or enc.escape_text(version),
+            # MSH-13..17 empty; MSH-18 as received: the ACK is encoded in the message's
+            # character set, and says so.
+            *(("", "", "", "", "", charset) if (charset := msh.field(18)) else ()),
         ),
         segment(
             enc,

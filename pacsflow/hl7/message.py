@@ -21,6 +21,7 @@ _SEGMENT_END = re.compile(r"\r\n|\r|\n")
 _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 # Bytes of a payload scanned for MSH-18 before decoding (the MSH segment is short).
 _HEADER_SCAN_BYTES = 4096
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,10 @@ def decode_payload(payload: bytes) -> tuple[str, str]:
 
     MSH-18 "8859/1" selects Latin-1; otherwise UTF-8 (ASCII and "UNICODE UTF-8"), falling
     back to Latin-1, which decodes any byte, so a message is never lost to its charset.
+    A leading UTF-8 byte order mark is dropped: some senders write one whatever MSH-18
+    says, and decoded as Latin-1 it would hide the MSH segment.
     """
+    payload = payload.removeprefix(_UTF8_BOM)
     head = payload[:_HEADER_SCAN_BYTES].split(b"\r", 1)[0].split(b"\n", 1)[0]
     if b"8859/1" in head:
         return payload.decode("latin-1"), "latin-1"

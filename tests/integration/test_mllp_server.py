@@ -130,6 +130,40 @@ def test_ae_for_missing_pid3_then_aa_on_the_same_connection() -> None:
     run(scenario())
 
 
+def test_latin1_message_with_a_byte_order_mark_gets_a_latin1_ack_that_says_so() -> None:
+    """MSH-18 8859/1 after a stray UTF-8 BOM: accepted, names decoded as Latin-1, and the
+    ACK is Latin-1 with MSH-18 echoed (it was the connection closed: the BOM hid the MSH)."""
+    message = orm("LAT1").replace("|P|2.5.1", "|P|2.5.1||||||8859/1", 1)
+    message = message.replace("Doe^Jane", "M\u00fcller^J\u00f6rg")
+    payload = b"\xef\xbb\xbf" + message.encode("latin-1")
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        server = await _serving(recorder)
+        try:
+            reader, writer = await asyncio.open_connection(HOST, server.port)
+            writer.write(frame(payload))
+            await writer.drain()
+            decoder = MllpDecoder(max_message_bytes=1 << 20)
+            frames: list[Any] = []
+            while not frames and (data := await reader.read(4096)):
+                frames = decoder.feed(data)
+            writer.close()
+        finally:
+            await server.stop()
+        assert frames, "the server closed the connection without an ACK"
+        ack_text = frames[0].payload.decode("latin-1")
+        msh = ack_text.split("\r", 1)[0].split("|")
+        assert msh[17] == "8859/1"  # MSH-18: index 17 after MSH-1 was split off
+        assert parse_ack(ack_text).code is AckCode.ACCEPT
+        (received,) = recorder.messages
+        assert received.control_id == "LAT1"
+        pid = received.segment("PID")
+        assert pid is not None and pid.field(5) == "M\u00fcller^J\u00f6rg"
+
+    run(scenario())
+
+
 def test_ar_for_unsupported_message_type() -> None:
     siu = "\r".join(
         [

@@ -162,3 +162,11 @@ def test_parse_v23_ack_with_err1_only() -> None:
 def test_parse_ack_refuses_non_acks(text: str, reason: str) -> None:
     with pytest.raises(Hl7ParseError, match=reason):
         parse_ack(text)
+
+
+def test_ack_declares_the_character_set_of_the_message() -> None:
+    latin = ORIGINAL_251.replace("|P|2.5.1", "|P|2.5.1||||||8859/1", 1)
+    msh = _segments(build_ack(parse_message(latin), "AE", "x"))["MSH"]
+    assert len(msh) == 18 and msh[17] == "8859/1"  # MSH-18 (MSH-1 is the separator)
+    plain = _segments(build_ack(parse_message(ORIGINAL_251), "AA"))["MSH"]
+    assert len(plain) == 12  # nothing after MSH-12 when the message named no charset

@@ -196,6 +196,8 @@ def test_decode_payload_charsets() -> None:
     latin = "MSH|^~\\&|A|B|C|D|||ADT^A08|1|P|2.5|||||8859/1\rPID|1||X||Zoë".encode("latin-1")
     assert decode_payload(latin)[1] == "latin-1"
     assert decode_payload(b"MSH|\xe9\xff")[0].endswith("éÿ")  # not UTF-8: Latin-1 fallback
+    # A UTF-8 byte order mark before a Latin-1 message: dropped, the MSH comes first.
+    assert decode_payload(b"\xef\xbb\xbf" + latin) == decode_payload(latin)
 
 
 # -- orders -----------------------------------------------------------------------------------
