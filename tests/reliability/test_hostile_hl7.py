@@ -36,7 +36,8 @@ def _batches(cases: list[Hl7Case], pipelined: bool) -> list[list[Hl7Case]]:
 
 
 def _check_ack(live: LiveGateway, case: Hl7Case, payload: bytes) -> str:
-    message_code, ack = read_ack(payload.decode(case.codec).encode("utf-8"))
+    # The ACK names its character set (MSH-18) when the message did: read it as a peer would.
+    message_code, ack = read_ack(payload)
     assert message_code == "ACK", f"{case!r}: reply is {message_code}, not an ACK"
     code = ack.code.value
     if case.reply is Reply.ACK:
