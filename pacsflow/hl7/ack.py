@@ -56,6 +56,10 @@ def build_ack(
     version = original.version or "2.5.1"
     has_structure = version_tuple(version) >= (2, 3, 1)
     msh9 = compose(enc, "ACK", original.trigger_event, "ACK" if has_structure else None)
+    # MSH-18 as received (MSH-13..17 empty): the ACK goes out in the message's character
+    # set, and says so.
+    charset = msh.field(18)
+    msh13_to_18 = ("", "", "", "", "", charset) if charset else ()
     segments = [
         segment(
             enc,
@@ -70,9 +74,7 @@ def build_ack(
             enc.escape_text(control_id or new_control_id()),
             msh.field(11) or "P",
             msh.field(12) or enc.escape_text(version),
-            # MSH-13..17 empty; MSH-18 as received: the ACK is encoded in the message's
-            # character set, and says so.
-            *(("", "", "", "", "", charset) if (charset := msh.field(18)) else ()),
+            *msh13_to_18,
         ),
         segment(
             enc,

@@ -49,7 +49,6 @@ class Hl7Case:
     control_id: str = ""  # MSH-10 as a reader sees it
     codes: frozenset[str] = ALL_CODES  # acceptable MSA-1 codes
     accession: str | None = None  # an order that must be in the database when AA
-    codec: str = "utf-8"  # how the sender reads the ACK (the charset it sent in)
     half_close: bool = False  # shut our sending side after the bytes (a frame never ended)
 
     def __repr__(self) -> str:  # keep hypothesis' falsifying example readable
@@ -302,11 +301,11 @@ def readable_messages(draw: st.DrawFn) -> Hl7Case:
         lines = [msh] + [enc.field.join(s) for s in segments]
         return leading + terminator.join(lines) + trailing
 
-    codec, payload = "utf-8", encoded(msh_fields).encode("utf-8")
+    payload = encoded(msh_fields).encode("utf-8")
     if draw(st.booleans()) and len(msh_fields) == 10:  # MSH-18 "8859/1": Latin-1, if it can
         text = encoded([*msh_fields, "", "", "", "", "", "8859/1"])
         try:
-            codec, payload = "latin-1", text.encode("latin-1")
+            payload = text.encode("latin-1")
         except UnicodeEncodeError:
             pass
     code, event = message_type
@@ -326,7 +325,6 @@ def readable_messages(draw: st.DrawFn) -> Hl7Case:
         control_id=control_id,
         codes=codes,
         accession=stored,
-        codec=codec,
     )
 
 
