@@ -29,6 +29,11 @@ class SegmenterConfig:
     # would normalise a 64x64 patch and a whole head with different statistics.
     norm: str = "instance"
     threshold: float = 0.5
+    # Window on the source grid, then resample each channel (True), rather than resample
+    # HU and window on the model grid. Averaging HU lets bone swamp a voxel: a 1 mm layer
+    # of blood against the inner table averages to the same saturated value as brain
+    # against bone. Windowed first, the blood still raises the averaged channel.
+    window_first: bool = False
     extra: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +81,17 @@ def resample(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     return x
 
 
+def model_input(
+    hu: torch.Tensor, spacing_zyx: tuple[float, float, float], config: SegmenterConfig
+) -> torch.Tensor:
+    """(z, y, x) HU on the source grid -> (1, C, z, y, x) windowed channels on the model
+    grid, in the order `config.window_first` says (training and inference share it)."""
+    shape = model_grid_shape(tuple(hu.shape), spacing_zyx, config.spacing_zyx)  # type: ignore[arg-type]
+    if config.window_first:
+        return resample(window_channels(hu, config.windows)[None], shape)
+    return window_channels(resample(hu[None, None], shape)[0, 0], config.windows)[None]
+
+
 def model_grid_shape(
     shape_zyx: tuple[int, int, int],
     spacing_zyx: tuple[float, float, float],
@@ -120,11 +136,8 @@ class Segmenter:
 
     def prepare(self, hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> torch.Tensor:
         """HU volume on its own grid -> (1, C, z, y, x) network input on the model grid."""
-        t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
-        t = t.to(self.device)
-        shape = model_grid_shape(tuple(hu.shape), spacing_zyx, self.config.spacing_zyx)
-        t = resample(t, shape)[0, 0]
-        return window_channels(t, self.config.windows)[None]
+        t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32)).to(self.device)
+        return model_input(t, spacing_zyx, self.config)
 
     @torch.inference_mode()
     def probability_on_model_grid(self, x: torch.Tensor) -> torch.Tensor:

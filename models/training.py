@@ -32,6 +32,7 @@ from models.segmenter import (
     SegmenterConfig,
     build_network,
     model_grid_shape,
+    model_input,
     resample,
     window_channels,
 )
@@ -45,6 +46,9 @@ class Sample:
 
     hu: np.ndarray  # float32 or int16 (compact pools) HU, (z, y, x)
     mask: np.ndarray  # bool (z, y, x)
+    # (C, z, y, x) float16 network input, for configs that window before resampling
+    # (`SegmenterConfig.window_first`); None: the input is windowed from `hu`.
+    inputs: np.ndarray | None = None
 
 
 SampleSource = Callable[[np.random.Generator], Sample]
@@ -63,9 +67,13 @@ def to_model_grid(
     shape = model_grid_shape(tuple(hu.shape), spacing_zyx, config.spacing_zyx)  # type: ignore[arg-type]
     t = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None, None]
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    inputs = None
+    if config.window_first:
+        inputs = model_input(t[0, 0], spacing_zyx, config)[0].numpy().astype(np.float16)
     return Sample(
         hu=resample(t, shape)[0, 0].numpy(),
         mask=(resample(m, shape)[0, 0] >= label_fraction).numpy(),
+        inputs=inputs,
     )
 
 
@@ -184,7 +192,8 @@ def _crop(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A patch of `patch` size, centred (give or take a quarter patch) on one of the flat
     voxel indices `around` when given, else anywhere; padded with the volume's lowest
-    value where the volume is smaller."""
+    value where the volume is smaller. The patch is of HU (z, y, x), or of the sample's
+    windowed inputs (C, z, y, x) where it has them."""
     shape = sample.hu.shape
     if around is not None and around.size:
         centre = np.unravel_index(int(around[rng.integers(around.size)]), shape)
@@ -195,12 +204,16 @@ def _crop(
     else:
         start = [int(rng.integers(0, max(0, n - p) + 1)) for p, n in zip(patch, shape, strict=True)]
     box = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-    hu, mask = sample.hu[box], sample.mask[box]
-    if hu.shape != patch:
-        pad = [(0, p - n) for p, n in zip(patch, hu.shape, strict=True)]
-        hu = np.pad(hu, pad, constant_values=float(sample.hu.min()))
+    mask = sample.mask[box]
+    if sample.inputs is not None:
+        x, lowest = sample.inputs[(slice(None), *box)], 0.0  # every window starts at 0
+    else:
+        x, lowest = sample.hu[box], float(sample.hu.min())
+    if mask.shape != patch:
+        pad = [(0, p - n) for p, n in zip(patch, mask.shape, strict=True)]
+        x = np.pad(x, [(0, 0)] * (x.ndim - 3) + pad, constant_values=lowest)
         mask = np.pad(mask, pad)
-    return hu, mask
+    return x, mask
 
 
 def _mirror(
@@ -209,7 +222,7 @@ def _mirror(
     if rng.random() < 0.5:  # left-right mirror: both sides equally likely
         hu, mask = hu[..., ::-1], mask[..., ::-1]
     if rng.random() < 0.5:  # anterior-posterior mirror (local texture, not anatomy)
-        hu, mask = hu[:, ::-1], mask[:, ::-1]
+        hu, mask = hu[..., ::-1, :], mask[..., ::-1, :]
     return np.ascontiguousarray(hu, dtype=np.float32), np.ascontiguousarray(mask)
 
 
@@ -224,6 +237,21 @@ def _jitter(hu: torch.Tensor, plan: TrainingPlan, gen: torch.Generator) -> torch
     sd = torch.where(sd > 0.2, sd, torch.zeros_like(sd))
     noise = torch.randn(hu.shape, generator=gen, device=hu.device)
     return hu + shift + noise * sd
+
+
+def _patch_inputs(
+    x: torch.Tensor, config: SegmenterConfig, plan: TrainingPlan, gen: torch.Generator
+) -> torch.Tensor:
+    """A batch of patches -> (B, C, z, y, x) network input with the HU jitter applied:
+    HU patches (B, z, y, x) are jittered, then windowed; windowed patches (B, C, z, y, x)
+    get the same jitter in each window's units (one noise field for all channels, as a
+    noisy scan has one image) and are clamped to the window again."""
+    if x.ndim == 4:
+        return window_channels(_jitter(x, plan, gen), config.windows).transpose(0, 1)
+    zero = torch.zeros((x.shape[0], *x.shape[2:]), device=x.device)
+    delta = _jitter(zero, plan, gen)[:, None]  # (B, 1, z, y, x) HU
+    width = torch.tensor([hi - lo for lo, hi in config.windows], device=x.device)
+    return (x.float() + delta / width.view(1, -1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
 @torch.no_grad()
@@ -248,8 +276,12 @@ def _false_positives(
             slice(s, min(n, s + b)) for s, b, n in zip(starts, box_shape, shape, strict=True)
         )
     device = next(net.parameters()).device
-    hu = torch.from_numpy(np.asarray(sample.hu[box], dtype=np.float32)).to(device)
-    x = window_channels(hu, config.windows)[None]
+    if sample.inputs is not None:
+        x = torch.from_numpy(np.asarray(sample.inputs[(slice(None), *box)], dtype=np.float32))
+        x = x.to(device)[None]
+    else:
+        hu = torch.from_numpy(np.asarray(sample.hu[box], dtype=np.float32)).to(device)
+        x = window_channels(hu, config.windows)[None]
     multiple = 2 ** len(config.strides)
     pads = [(-n) % multiple for n in x.shape[-3:]]
     padded = torch.nn.functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
@@ -411,8 +443,7 @@ def _train_steps(
             hu, mask = _mirror(hu, mask, rng)
             hus.append(hu)
             masks.append(mask)
-        x = _jitter(torch.from_numpy(np.stack(hus)).to(device), plan, gen)
-        x = window_channels(x, config.windows).transpose(0, 1)  # (B, C, z, y, x)
+        x = _patch_inputs(torch.from_numpy(np.stack(hus)).to(device), config, plan, gen)
         y = torch.from_numpy(np.stack(masks)).to(device)[:, None].float()
         optimiser.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from models.segmenter import SegmenterConfig, model_grid_shape, resample, window_channels
+from models.segmenter import (
+    SegmenterConfig,
+    model_grid_shape,
+    model_input,
+    resample,
+    window_channels,
+)
 
 
 def test_model_grid_shape_follows_physical_size() -> None:
@@ -38,3 +46,30 @@ def test_windows_scale_to_unit_range_per_channel() -> None:
     assert ch.shape == (2, 1, 1, 3)
     assert ch[0].flatten().tolist() == [0.0, 0.5, 1.0]
     assert ch[1].flatten().tolist() == pytest.approx([0.125, 0.375, 1.0])
+
+
+def test_windowing_first_keeps_a_thin_layer_of_blood_against_bone() -> None:
+    """1 mm pixels onto a 2 mm grid: a model voxel half inner table (1200 HU), half
+    brain (35) or half blood (70). Averaged as HU both saturate the brain window; windowed
+    first, the blood half still reads brighter than the brain half."""
+    hu = torch.full((1, 4, 4), 35.0)
+    hu[:, :, 0] = 1200.0  # bone in the first pixel column of both model voxels
+    hu[:, 2:, 1] = 70.0  # blood against it in the lower model voxel only
+    config = SegmenterConfig(kind="ich", spacing_zyx=(1, 2, 2), windows=((0, 100), (-100, 300)))
+    spacing = (1.0, 1.0, 1.0)
+    hu_first = model_input(hu, spacing, config)
+    brain, blood = hu_first[0, 0, 0, 0, 0], hu_first[0, 0, 0, 1, 0]
+    assert float(brain) == float(blood) == 1.0
+    windowed = model_input(hu, spacing, replace(config, window_first=True))
+    assert windowed.shape == hu_first.shape == (1, 2, 1, 2, 2)
+    brain, blood = windowed[0, 0, 0, 0, 0], windowed[0, 0, 0, 1, 0]
+    assert float(brain) == pytest.approx((1.0 + 0.35) / 2)
+    assert float(blood) == pytest.approx((1.0 + 0.7) / 2)
+
+
+def test_configs_without_the_window_order_read_as_hu_first() -> None:
+    """Weights shipped before `window_first` existed keep their pre-processing."""
+    config = SegmenterConfig(kind="ich", spacing_zyx=(5, 1, 1), windows=((0, 100),))
+    raw = config.to_json().replace('"window_first": false,', "")
+    assert "window_first" not in raw
+    assert SegmenterConfig.from_json(raw).window_first is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from models.training import (
     Sample,
     SampleFeed,
     TrainingPlan,
+    _crop,
+    _patch_inputs,
     set_one_cycle,
+    to_model_grid,
     train_segmenter,
 )
 
@@ -83,6 +87,49 @@ def test_ich_training_writes_loadable_weights(tmp_path: Path) -> None:
     hu = np.full((6, 40, 40), 35.0, dtype=np.float32)
     prob = segmenter.probability(hu, (5.0, 5.0, 5.0))
     assert prob.shape == hu.shape and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_a_window_first_network_trains_and_loads_with_its_order(tmp_path: Path) -> None:
+    config = replace(TINY_ICH, window_first=True)
+    # 12 steps: past a tenth of the run, so false-positive mining reads the windowed inputs.
+    paths = train_ich(
+        tmp_path,
+        seed=2,
+        steps=12,
+        pool_size=2,
+        patch_zyx=(8, 16, 16),
+        batch=2,
+        matrix=48,
+        config=config,
+    )
+    segmenter = Segmenter.from_files(paths["weights"], paths["config"])
+    assert segmenter.config.window_first
+    hu = np.full((6, 40, 40), 35.0, dtype=np.float32)
+    prob = segmenter.probability(hu, (5.0, 5.0, 5.0))
+    assert prob.shape == hu.shape and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_windowed_samples_give_windowed_patches_jittered_within_the_windows() -> None:
+    config = replace(TINY_ICH, window_first=True)
+    rng = np.random.default_rng(0)
+    hu = rng.normal(40.0, 5.0, (4, 12, 12)).astype(np.float32)
+    mask = hu > 45.0
+    sample = to_model_grid(hu, mask, (5.0, 6.0, 6.0), config)
+    assert sample.inputs is not None and sample.inputs.shape == (2, *sample.hu.shape)
+    patch = (4, 16, 16)  # larger than the volume in-plane: padded
+    x, m = _crop(sample, patch, rng, None)
+    assert x.shape == (2, *patch) and m.shape == patch
+    assert np.all(x[:, :, 12:, :] == 0.0)  # padding is the bottom of every window
+    plan = TrainingPlan(steps=1, patch_zyx=patch, hu_jitter=4.0, noise_jitter=3.0)
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.from_numpy(np.stack([x, x]).astype(np.float32))
+    inputs = _patch_inputs(batch, config, plan, gen)
+    assert inputs.shape == (2, 2, *patch)
+    assert float(inputs.min()) >= 0.0 and float(inputs.max()) <= 1.0
+    # The same HU offset moves the narrow brain window 4x as far as the wide one.
+    inside = (slice(None), slice(None), slice(0, 4), slice(0, 12), slice(0, 12))
+    moved = (inputs - batch)[inside].abs().mean(dim=(2, 3, 4))
+    assert torch.all(moved[:, 0] > 2.0 * moved[:, 1])
 
 
 def test_training_is_reproducible_by_seed(tmp_path: Path) -> None:
