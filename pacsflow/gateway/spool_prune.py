@@ -7,7 +7,9 @@ The gateway keeps receiving while a prune runs, so a study is never deleted in p
    then makes a fresh folder, or fails and is sent again;
 3. the database and the renamed files are checked again. If anything changed in between
    (a late instance, a new trigger), the folder is put back;
-4. it is renamed to `*.delete` and deleted.
+4. the study's row is marked `spool_pruned_at`: an instance arriving later starts a new,
+   partial folder, which readers must not take for the study (they go to the archive);
+5. it is renamed to `*.delete` and deleted.
 
 Only one prune runs at a time (a lock file). A prune cut short leaves folders in `.prune/`:
 the next one finishes those of step 4 and puts back those of steps 2-3.
@@ -230,10 +232,36 @@ def _remove(
     if again.action != decision.action:
         _put_back(held, study_dir)
         return again
+    if record is not None:
+        try:
+            _mark_pruned(sessions, decision.study_uid)
+        except BaseException:  # unmarked, a late instance would pass for the study: keep it
+            _put_back(held, study_dir)
+            raise
     doomed = held.with_name(held.name + _DELETE)
     os.rename(held, doomed)
     shutil.rmtree(doomed, ignore_errors=True)  # what is left, the next prune deletes
     return contents
+
+
+PRUNED_AT = "spool_pruned_at"  # key in received_studies.attributes
+
+
+def _mark_pruned(sessions: sessionmaker[Session], study_uid: str) -> None:
+    with sessions() as session:
+        row = session.get(ReceivedStudy, study_uid)
+        if row is not None:
+            stamp = datetime.now(UTC).isoformat()
+            row.attributes = {**(row.attributes or {}), PRUNED_AT: stamp}
+            session.commit()
+
+
+def was_pruned(sessions: sessionmaker[Session], study_uid: str) -> bool:
+    """Whether the study's spool folder was pruned once: what the spool holds of it now
+    arrived later and is not the whole study."""
+    with sessions() as session:
+        row = session.get(ReceivedStudy, study_uid)
+        return row is not None and PRUNED_AT in (row.attributes or {})
 
 
 def prune_spool(

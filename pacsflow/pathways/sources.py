@@ -16,6 +16,7 @@ from pacsflow.config import Settings
 from pacsflow.db.tables import Order, PrefetchedContext
 from pacsflow.dicom.dicomweb import Archive
 from pacsflow.domain import OrderContext
+from pacsflow.gateway.spool_prune import was_pruned
 from pacsflow.pathways.headers import InstanceHeader
 
 
@@ -26,6 +27,10 @@ class StudySource:
         self.archive = Archive(settings.orthanc)
 
     def _spooled(self, study_uid: str, series_uid: str | None = None) -> list[Path]:
+        """The study's (or series') files on the spool; none where the spool copy was pruned
+        once, since what arrived after the prune is only part of the study."""
+        if was_pruned(self.sessions, study_uid):
+            return []
         root = self.settings.spool_dir / study_uid
         if series_uid:
             root = root / series_uid

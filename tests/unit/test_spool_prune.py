@@ -425,3 +425,20 @@ def test_a_run_reading_a_pruned_study_falls_back_to_the_archive(
     # Listed while on the spool, gone by the time it is read.
     monkeypatch.setattr(source, "_spooled", lambda *_a: [settings.spool_dir / "gone.dcm"])
     assert source.series_datasets(SETTLED, "1.2") == (["archive:1.2"], "archive")
+
+
+def test_an_instance_arriving_after_the_prune_is_not_read_as_the_study(
+    settings: Settings, sessions: sessionmaker[Session], world: dict[str, int]
+) -> None:
+    source = StudySource(settings, sessions)
+    source.archive = ArchiveDouble()  # type: ignore[assignment]
+    series = f"{SETTLED}.1"
+    assert len(source._spooled(SETTLED, series)) == 3  # whole, before the prune
+    prune_spool(settings.spool_dir, sessions, retention_days=7)
+    # The modality sends one instance again: the spool holds 1 of the study's 3.
+    Spool(settings.spool_dir, settings.quarantine_dir).store(SETTLED, series, f"{series}.2", b"x")
+    assert len(list((settings.spool_dir / SETTLED).rglob("*.dcm"))) == 1
+    assert source._spooled(SETTLED, series) == []
+    assert source.series_datasets(SETTLED, series) == ([f"archive:{series}"], "archive")
+    # Studies never pruned still read from the spool.
+    assert len(source._spooled(RUNNING, f"{RUNNING}.1")) == 3
