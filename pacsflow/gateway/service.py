@@ -137,7 +137,12 @@ class Gateway:
         self.assembler.start()
         self.dispatcher.start()
         if g.spool_retention_days > 0:  # 0: the spool is kept forever
-            self._janitor = SpoolJanitor(self.spool.root, self.sessions, g.spool_retention_days)
+            self._janitor = SpoolJanitor(
+                self.spool.root,
+                self.sessions,
+                g.spool_retention_days,
+                commitment_records=self.commitment.records_dir,
+            )
             self._janitor.start()
         if g.vna_change_feed:
             self._watcher = ChangeFeedWatcher(

@@ -46,6 +46,7 @@ from pacsflow.gateway.spool_retention import (
     decide,
     hold_reason,
 )
+from pacsflow.gateway.storage_commitment import prune_records
 from pacsflow.governance.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -338,7 +339,9 @@ def _audit(
 
 
 class SpoolJanitor:
-    """The gateway's background prune: every `interval_s`, the first a minute after start."""
+    """The gateway's background prune: every `interval_s`, the first a minute after start.
+    With `commitment_records`, the records of finished Storage Commitment transactions go
+    after the same retention."""
 
     def __init__(
         self,
@@ -348,8 +351,10 @@ class SpoolJanitor:
         *,
         interval_s: float = 3600.0,
         first_after_s: float = 60.0,
+        commitment_records: Path | None = None,
     ) -> None:
         self.spool_root = spool_root
+        self.commitment_records = commitment_records
         self.sessions = sessions
         self.retention_days = retention_days
         self.interval_s = interval_s
@@ -358,6 +363,7 @@ class SpoolJanitor:
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> PruneReport | None:
+        self._prune_commitment_records()
         try:
             report = prune_spool(
                 self.spool_root,
@@ -379,6 +385,18 @@ class SpoolJanitor:
                 len(report.orphans_kept),
             )
         return report
+
+    def _prune_commitment_records(self) -> None:
+        before = cutoff(datetime.now(UTC), self.retention_days)
+        if self.commitment_records is None or before is None:
+            return
+        try:
+            removed = prune_records(self.commitment_records, before)
+        except OSError as exc:
+            log.error("storage commitment records not pruned: %s", exc)
+            return
+        if removed:
+            log.info("removed %d finished storage commitment records", removed)
 
     def start(self) -> None:
         def loop() -> None:

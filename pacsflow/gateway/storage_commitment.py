@@ -13,7 +13,8 @@ otherwise the transaction is recorded as undeliverable and logged as an error.
 success), readable, and of the SOP class the requester names. The spool file is the record:
 the gateway keeps no per-instance database rows (the assembler keeps one header per series).
 Each transaction leaves a JSON record (state pending, delivered or undeliverable, no patient
-data) under the records directory; pending ones are picked up again after a restart.
+data) under the records directory; pending ones are picked up again after a restart, and
+finished ones are removed with the spool's retention (`prune_records`).
 """
 
 from __future__ import annotations
@@ -234,6 +235,28 @@ def check_commitment(request: CommitmentRequest, located: dict[str, Path]) -> Co
         else:
             committed.append(ref)
     return CommitmentResult(request.transaction_uid, tuple(committed), tuple(failed))
+
+
+def prune_records(records_dir: Path, before: datetime) -> int:
+    """Remove the records of transactions reported before `before` (delivered or
+    undeliverable); pending and unreadable records stay. Returns how many went."""
+    removed = 0
+    if not records_dir.is_dir():
+        return 0
+    for path in records_dir.glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+            reported = datetime.fromisoformat(record["reported_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # pending (no report yet), being written, or not ours to judge
+        if record.get("state") == "pending" or reported >= before:
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def _status(code: int, comment: str | None = None) -> Dataset:

@@ -4,6 +4,7 @@ settled studies go, a dry run removes nothing, work still to do keeps its study.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pacsflow.gateway.spool_prune import (
     _exclusive,
     prune_spool,
 )
+from pacsflow.gateway.storage_commitment import prune_records
 from pacsflow.governance.audit import AuditLog
 from pacsflow.pathways.sources import StudySource
 
@@ -344,6 +346,37 @@ def test_the_gateway_janitor_prunes_in_the_background(
     assert on_spool(settings) == EVERYTHING - GOES
     with _exclusive(settings.spool_dir / TRASH / "lock"):
         assert janitor.run_once() is None  # busy: skipped, no error
+
+
+def write_record(records: Path, uid: str, state: str, reported: datetime | None) -> None:
+    record: dict[str, Any] = {"transaction_uid": uid, "state": state, "references": []}
+    if reported is not None:
+        record["reported_at"] = reported.isoformat()
+    (records / f"{uid}.json").write_text(json.dumps(record))
+
+
+def test_finished_storage_commitment_records_go_after_the_retention(tmp_path: Path) -> None:
+    records = tmp_path / "storage-commitment"
+    records.mkdir()
+    write_record(records, "1.1", "delivered", OLD)
+    write_record(records, "1.2", "undeliverable", OLD)
+    write_record(records, "1.3", "delivered", RECENT)
+    write_record(records, "1.4", "pending", None)  # still to report, however old
+    (records / "1.5.json").write_text("{half written")
+    assert prune_records(records, NOW - timedelta(days=7)) == 2
+    assert sorted(p.name for p in records.iterdir()) == ["1.3.json", "1.4.json", "1.5.json"]
+    assert prune_records(tmp_path / "absent", NOW) == 0
+
+
+def test_the_janitor_prunes_commitment_records_with_the_spool(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    records = tmp_path / "storage-commitment"
+    records.mkdir()
+    write_record(records, "1.1", "delivered", OLD)
+    write_record(records, "1.3", "delivered", RECENT)
+    SpoolJanitor(settings.spool_dir, sessions, 7, commitment_records=records).run_once()
+    assert [p.name for p in records.iterdir()] == ["1.3.json"]
 
 
 # --- the command line -------------------------------------------------------------------------
