@@ -84,8 +84,10 @@ def compact(sample: Sample) -> Sample:
     rows, cols = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
     if rows.size and cols.size:
         box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        sample = Sample(hu=sample.hu[box], mask=sample.mask[box])
+        inputs = None if sample.inputs is None else sample.inputs[(slice(None), *box)]
+        sample = Sample(hu=sample.hu[box], mask=sample.mask[box], inputs=inputs)
     return Sample(
         hu=np.ascontiguousarray(np.rint(sample.hu).astype(np.int16)),
         mask=np.ascontiguousarray(sample.mask),
+        inputs=None if sample.inputs is None else np.ascontiguousarray(sample.inputs),
     )

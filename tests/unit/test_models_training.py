@@ -13,6 +13,7 @@ import torch
 
 from models.ich.data import ich_sample
 from models.ich.train import train as train_ich
+from models.nodule.data import compact
 from models.nodule.train import train as train_nodule
 from models.segmenter import Segmenter, SegmenterConfig
 from models.training import (
@@ -130,6 +131,18 @@ def test_windowed_samples_give_windowed_patches_jittered_within_the_windows() ->
     inside = (slice(None), slice(None), slice(0, 4), slice(0, 12), slice(0, 12))
     moved = (inputs - batch)[inside].abs().mean(dim=(2, 3, 4))
     assert torch.all(moved[:, 0] > 2.0 * moved[:, 1])
+
+
+def test_compact_chest_samples_keep_their_windowed_inputs() -> None:
+    config = replace(TINY_NODULE, window_first=True)
+    hu = np.full((4, 20, 20), -1000.0, np.float32)
+    hu[:, 5:15, 4:12] = 40.0  # the body
+    sample = compact(to_model_grid(hu, hu > 0, (8.0, 8.0, 8.0), config))
+    assert sample.inputs is not None
+    assert sample.inputs.shape == (2, *sample.hu.shape)
+    body = sample.hu > 0  # the crop kept inputs and HU voxel for voxel
+    assert body.any() and np.all(sample.inputs[1][body] > 0)
+    assert np.all(sample.inputs[:, ~body] == 0)
 
 
 def test_training_is_reproducible_by_seed(tmp_path: Path) -> None:
