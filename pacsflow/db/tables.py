@@ -72,6 +72,10 @@ class ReceivedStudy(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     closed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Set when the spool folder was pruned: what the spool holds of the study afterwards
+    # came later and is not the whole study. A column of its own, not a key in
+    # `attributes`, which the assembler rewrites whole.
+    spool_pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Order(Base):

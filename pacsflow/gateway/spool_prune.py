@@ -7,7 +7,7 @@ The gateway keeps receiving while a prune runs, so a study is never deleted in p
    then makes a fresh folder, or fails and is sent again;
 3. the database and the renamed files are checked again. If anything changed in between
    (a late instance, a new trigger), the folder is put back;
-4. the study's row is marked `spool_pruned_at`: an instance arriving later starts a new,
+4. the study's row gets `spool_pruned_at`: an instance arriving later starts a new,
    partial folder, which readers must not take for the study (they go to the archive);
 5. it is renamed to `*.delete` and deleted.
 
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.db.tables import OutboxEntry, PathwayRun, ReceivedStudy
@@ -245,24 +246,16 @@ def _remove(
     return contents
 
 
-PRUNED_AT = "spool_pruned_at"  # key in received_studies.attributes
-
-
 def _mark_pruned(sessions: sessionmaker[Session], study_uid: str) -> None:
+    # An UPDATE of this column alone: the assembler may be rewriting the row's other
+    # columns for a late instance at this very moment.
     with sessions() as session:
-        row = session.get(ReceivedStudy, study_uid)
-        if row is not None:
-            stamp = datetime.now(UTC).isoformat()
-            row.attributes = {**(row.attributes or {}), PRUNED_AT: stamp}
-            session.commit()
-
-
-def was_pruned(sessions: sessionmaker[Session], study_uid: str) -> bool:
-    """Whether the study's spool folder was pruned once: what the spool holds of it now
-    arrived later and is not the whole study."""
-    with sessions() as session:
-        row = session.get(ReceivedStudy, study_uid)
-        return row is not None and PRUNED_AT in (row.attributes or {})
+        session.execute(
+            update(ReceivedStudy)
+            .where(ReceivedStudy.study_uid == study_uid)
+            .values(spool_pruned_at=datetime.now(UTC))
+        )
+        session.commit()
 
 
 def prune_spool(
@@ -318,6 +311,10 @@ def prune_spool(
                     log.error("spool prune: cannot remove study %s: %s", uid, exc)
                     report.kept["unreadable"] += 1
                     continue
+                except SQLAlchemyError as exc:  # put back by _remove: the next round retries
+                    log.error("spool prune: study %s kept, database error: %s", uid, exc)
+                    report.kept["database error"] += 1
+                    continue
                 if isinstance(result, Decision):
                     report.kept[result.reason] += 1
                     continue
@@ -363,7 +360,10 @@ class SpoolJanitor:
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> PruneReport | None:
-        self._prune_commitment_records()
+        try:
+            self._prune_commitment_records()
+        except Exception:  # never stop the spool prune, nor the janitor's thread
+            log.exception("storage commitment records not pruned")
         try:
             report = prune_spool(
                 self.spool_root,
@@ -390,11 +390,7 @@ class SpoolJanitor:
         before = cutoff(datetime.now(UTC), self.retention_days)
         if self.commitment_records is None or before is None:
             return
-        try:
-            removed = prune_records(self.commitment_records, before)
-        except OSError as exc:
-            log.error("storage commitment records not pruned: %s", exc)
-            return
+        removed = prune_records(self.commitment_records, before)
         if removed:
             log.info("removed %d finished storage commitment records", removed)
 

@@ -249,6 +249,8 @@ def prune_records(records_dir: Path, before: datetime) -> int:
             reported = datetime.fromisoformat(record["reported_at"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # pending (no report yet), being written, or not ours to judge
+        if reported.tzinfo is None:  # written by hand or by another tool: take it as UTC
+            reported = reported.replace(tzinfo=UTC)
         if record.get("state") == "pending" or reported >= before:
             continue
         try:

@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.config import Settings
-from pacsflow.db.tables import Order, PrefetchedContext
+from pacsflow.db.tables import Order, PrefetchedContext, ReceivedStudy
 from pacsflow.dicom.dicomweb import Archive
 from pacsflow.domain import OrderContext
-from pacsflow.gateway.spool_prune import was_pruned
 from pacsflow.pathways.headers import InstanceHeader
 
 
@@ -29,15 +29,23 @@ class StudySource:
     def _spooled(self, study_uid: str, series_uid: str | None = None) -> list[Path]:
         """The study's (or series') files on the spool; none where the spool copy was pruned
         once, since what arrived after the prune is only part of the study."""
-        if was_pruned(self.sessions, study_uid):
-            return []
         root = self.settings.spool_dir / study_uid
         if series_uid:
             root = root / series_uid
         try:
-            return sorted(root.rglob("*.dcm")) if root.is_dir() else []
+            files = sorted(root.rglob("*.dcm")) if root.is_dir() else []
         except FileNotFoundError:  # pruned while being listed
             return []
+        # Asked after listing: files listed before a prune's mark are gone when read, and
+        # the readers below then go to the archive.
+        return [] if files and self._pruned_once(study_uid) else files
+
+    def _pruned_once(self, study_uid: str) -> bool:
+        with self.sessions() as session:
+            pruned = session.scalar(
+                select(ReceivedStudy.spool_pruned_at).where(ReceivedStudy.study_uid == study_uid)
+            )
+            return pruned is not None
 
     def headers(self, study_uid: str) -> list[InstanceHeader]:
         files = self._spooled(study_uid)

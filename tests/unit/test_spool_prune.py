@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacsflow.cli import spool_cmd
@@ -348,6 +349,33 @@ def test_the_gateway_janitor_prunes_in_the_background(
         assert janitor.run_once() is None  # busy: skipped, no error
 
 
+def test_a_study_the_database_cannot_mark_is_put_back_and_the_others_go(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    world: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mark = spool_prune._mark_pruned
+
+    def busy_for_settled(sessions: sessionmaker[Session], uid: str) -> None:
+        if uid == SETTLED:
+            raise OperationalError("UPDATE received_studies", {}, Exception("database is locked"))
+        mark(sessions, uid)
+
+    monkeypatch.setattr(spool_prune, "_mark_pruned", busy_for_settled)
+    report = prune_spool(settings.spool_dir, sessions, retention_days=7)
+    assert {p.study_uid for p in report.removed} == GOES - {SETTLED}
+    assert report.kept["database error"] == 1
+    assert len(list((settings.spool_dir / SETTLED).rglob("*.dcm"))) == 3  # whole again
+    with sessions() as session:
+        marked = {
+            row.study_uid
+            for row in session.scalars(select(ReceivedStudy))
+            if row.spool_pruned_at is not None
+        }
+    assert marked == GOES - {SETTLED}
+
+
 def write_record(records: Path, uid: str, state: str, reported: datetime | None) -> None:
     record: dict[str, Any] = {"transaction_uid": uid, "state": state, "references": []}
     if reported is not None:
@@ -361,9 +389,10 @@ def test_finished_storage_commitment_records_go_after_the_retention(tmp_path: Pa
     write_record(records, "1.1", "delivered", OLD)
     write_record(records, "1.2", "undeliverable", OLD)
     write_record(records, "1.3", "delivered", RECENT)
-    write_record(records, "1.4", "pending", None)  # still to report, however old
+    write_record(records, "1.4", "pending", OLD)  # a report failed, to be tried again
     (records / "1.5.json").write_text("{half written")
-    assert prune_records(records, NOW - timedelta(days=7)) == 2
+    write_record(records, "1.6", "delivered", OLD.replace(tzinfo=None))  # no zone: UTC
+    assert prune_records(records, NOW - timedelta(days=7)) == 3
     assert sorted(p.name for p in records.iterdir()) == ["1.3.json", "1.4.json", "1.5.json"]
     assert prune_records(tmp_path / "absent", NOW) == 0
 
