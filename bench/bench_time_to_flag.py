@@ -90,7 +90,7 @@ def direct_seconds(local: LocalStack, folders: list[Path]) -> list[float]:
     from pacsflow.dicom.sr import build_sr
     from pacsflow.domain import ModelRef
     from pacsflow.pathways.headers import InstanceHeader
-    from pacsflow.pathways.series_selection import select_series
+    from pacsflow.pathways.series_selection import HEAD_SERIES, select_series
     from pacsflow.pathways.triage import decide
     from pacsflow.pathways.validation import validate_headers
 
@@ -101,7 +101,7 @@ def direct_seconds(local: LocalStack, folders: list[Path]) -> list[float]:
         started = time.perf_counter()
         datasets = [pydicom.dcmread(f) for f in sorted(folder.rglob("*.dcm"))]
         headers = [InstanceHeader.from_dataset(d) for d in datasets]
-        choice = select_series(headers)
+        choice = select_series(headers, HEAD_SERIES)
         chosen = [d for d in datasets if str(d.SeriesInstanceUID) == choice.series_uid]
         validate_headers([h for h in headers if h.series_uid == choice.series_uid])
         result, _labels, _volume = analyse_series(chosen, segmenter, model)

@@ -20,6 +20,7 @@ from pacsflow.governance.audit import AuditLog
 from pacsflow.governance.drift import inference_features
 from pacsflow.pathways.outcomes import record_outcome
 from pacsflow.pathways.report import draft_report
+from pacsflow.pathways.series_selection import HEAD_SERIES
 from pacsflow.pathways.triage import decide
 from pacsflow.writeback.writers import StudyIds
 from tasks import writeback
@@ -165,7 +166,7 @@ def _triage(
     log = get_run_logger()
     e = env()
     ctx = study_context(study_uid, accession_number)
-    selection = choose_series(study_uid, 5.0)
+    selection = choose_series(study_uid, HEAD_SERIES.target_thickness_mm)
     audit.append(
         "pacsflow",
         "study.received",

@@ -35,27 +35,24 @@ STRATA_COLUMNS = ("studies", "sensitivity", "specificity", "volume_abs_error_ml_
 MODEL_LIMITATIONS: dict[str, tuple[str, ...]] = {
     "ich": (
         "Study-level goals (sensitivity and specificity >= 0.95) are NOT met; see the "
-        "evaluation above. Retrains that drew subdurals three times as often, scans as "
-        "sites send them (thin slices, averaged slabs), an 8x larger network, a 1 mm grid, "
-        "GPU training (models.ich.sweep) and a retrain on the corrected subdurals (below; "
-        "validation 0.88/0.90 against 0.88/0.88) were at most a study or two better on "
-        "the validation studies and were not shipped.",
-        "Misses small extra-axial collections: its seven held-out misses are subdurals of "
-        "0.66-1.08 mL and epidurals of 0.64-1.36 mL against the inner table. Each shows "
-        "25-75% of its mask at blood density, yet the network gives it a probability "
-        "near 0. (Until 2026-11-28 the synthetic subdurals under 2.5 mL were 1-voxel "
-        "slivers the image did not show at all; they are now drawn 3-4 mm deep, and the "
-        "shipped weights were trained on the old ones.) Evaluated at the clinical "
-        "512x512 matrix instead of 256 the result is the same within a study or two "
-        "(held-out 0.84/0.88 with the operating point chosen again at 512).",
-        "False positives are small components (0.1-1.6 mL) next to the inner table or at "
-        "the skull base, more often in thin-slice series and in 5 mm slabs averaged from "
-        "them; on the held-out studies 5 of the 7 came from one vendor's header variant "
-        "(Philips: 12-bit unsigned pixels, 0.9 mm thin slices); on the first 100 "
-        "validation studies they were spread over the vendors.",
-        "The operating point keeps components from 0.1 mL: a hemorrhage is often "
+        "evaluation above: 4 of 50 held-out hemorrhages missed, 3 of 50 normal heads "
+        "flagged. Window-first inputs and the thin series lifted it from 0.86/0.86 "
+        "(0.88/0.88 on validation); other retrains (subdurals drawn more often, scans as "
+        "sites send them, larger networks, a 1 mm grid, GPU training with "
+        "models.ich.sweep) did not beat the earlier weights.",
+        "Reads the thinnest soft-tissue series the study has (the stroke pathway's "
+        "choice). Fed a scanner's 5 mm slab averaged from thin slices it flags about a "
+        "third of normal heads (the bone edge in partial volume), so a site that sends "
+        "only such slabs must evaluate it on them first; plain 5 mm series are in the "
+        "evaluation.",
+        "Misses thin subdurals: the four held-out misses are subdurals of 1.1-5.3 mL "
+        "(0.3-2.1 mL of it at blood density), in 5 mm, thin and slab studies alike; the "
+        "network gives them at most 0.29.",
+        "False positives are small components (0.3-0.6 mL) at blood density next to the "
+        "inner table or the dura, all three in 5 mm series.",
+        "The operating point keeps components from 0.2 mL: a hemorrhage is often "
         "reported with a few small satellite findings beside the main one.",
-        "A finding needs a median density of at most max_median_hu (80 HU on the "
+        "A finding needs a median density of at most max_median_hu (100 HU on the "
         "synthetic images): clotted or hyperacute blood denser than that, or blood in a "
         "patient with a high hematocrit, would be dropped as calcification; a site must "
         "calibrate this on its own scanners.",
@@ -104,7 +101,9 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
         f"MONAI 3D UNet, channels {config.get('channels')}, strides {config.get('strides')}, "
         f"residual units {config.get('num_res_units')}; input resampled to "
         f"{config.get('spacing_zyx')} mm (z, y, x), one channel per HU window "
-        f"{config.get('windows')}; decision threshold {config.get('threshold')}.",
+        f"{config.get('windows')}"
+        + (", each windowed before resampling" if config.get("window_first") else "")
+        + f"; decision threshold {config.get('threshold')}.",
         "",
         "## Training data",
         spec.training_data,

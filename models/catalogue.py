@@ -52,7 +52,9 @@ ICH = ModelSpec(
         "normal, the rest intraparenchymal, subdural, epidural, subarachnoid and "
         "intraventricular hemorrhages of 0.5-60 mL (log-uniform) on either side, noise "
         "3-14 HU, thick (5 mm) and thin (2.5 mm) acquisitions of about 1 mm pixels, "
-        "resampled to the model grid as at inference."
+        "windowed, then averaged onto the model grid as at inference; a sixth of the "
+        "negative patches centred on blood-density tissue that is not blood. The stroke "
+        "pathway gives it the thinnest soft-tissue series of a study."
     ),
     outputs="voxel probability of acute blood; findings with volume (mL), side, compartment",
 )

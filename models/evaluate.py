@@ -119,9 +119,13 @@ def nodule_cases(n: int, seed: int = HELD_OUT_SEED) -> list[Case]:
 # ---- running one case -------------------------------------------------------------------------
 
 
+HEAD_ROLES = ("thin", "thick")  # as the stroke pathway chooses: thin slices when sent
+
+
 def read_series(study_dir: Path, truth: StudyTruth, role_order: Iterable[str]) -> list[Any]:
-    """The instances of the first series of the wanted roles (the pathway's choice: the
-    5 mm series of a head CT when there is one)."""
+    """The instances of the first series of the wanted roles (the pathway's choice,
+    pacsflow.pathways.series_selection.HEAD_SERIES: the thin series of a head CT when
+    there is one)."""
     for role in role_order:
         for s in truth.series_by_role(role):
             folder = study_dir / s.directory
@@ -406,7 +410,7 @@ def run_cases(
     spec = MODELS[kind]
     model = ModelRef(name=spec.registered_name, version="candidate", approved=False)
     analyse = _analyser(kind)
-    roles = ("thick", "thin") if kind == "ich" else ("axial",)
+    roles = HEAD_ROLES if kind == "ich" else ("axial",)
     tmp = Path(tempfile.mkdtemp(prefix=f"eval-{kind}-", dir=work_dir))
     try:
         for i, case in enumerate(cases):
@@ -467,7 +471,8 @@ def evaluate(
             f"{len(rows)} held-out synthetic studies (seeds {seed}..{seed + len(rows) - 1}), "
             f"written as DICOM by pacsflow.synth.studies at a {matrix}x{matrix} matrix with "
             f"the header conventions of {', '.join(VENDORS)}, read back with pydicom and "
-            "analysed through load_volume -> Segmenter.probability -> findings."
+            "analysed through load_volume -> Segmenter.probability -> findings (a head "
+            "CT's thin series when it has one, as the stroke pathway chooses)."
         ),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "goals": _goals(kind, metrics),
@@ -555,7 +560,7 @@ def head_volume(case: Case, study_dir: Path, matrix: int) -> tuple[Case, StudyTr
 
     try:
         case, truth = _write_fitting(case, "ich", study_dir, matrix)
-        return case, truth, load_volume(read_series(study_dir, truth, ("thick", "thin")))
+        return case, truth, load_volume(read_series(study_dir, truth, HEAD_ROLES))
     finally:
         shutil.rmtree(study_dir, ignore_errors=True)
 

@@ -35,7 +35,7 @@ from pacsflow.governance.shadow_report import (
 )
 from pacsflow.pathways.followup import CHEST_SERIES, Exam, assess_followup
 from pacsflow.pathways.outcomes import record_outcome
-from pacsflow.pathways.series_selection import SelectionRules, select_series
+from pacsflow.pathways.series_selection import HEAD_SERIES, SelectionRules, select_series
 from pacsflow.pathways.triage import decide
 from pacsflow.pathways.validation import CHEST_CT_SUITE, HeaderSuite, validate_headers
 from pacsflow.writeback.writers import PathwayEnv
@@ -55,9 +55,7 @@ class ShadowProtocol:
 
 
 PROTOCOLS: dict[str, ShadowProtocol] = {
-    "stroke_triage": ShadowProtocol(
-        ICH_MODEL, SelectionRules(target_thickness_mm=5.0), HeaderSuite()
-    ),
+    "stroke_triage": ShadowProtocol(ICH_MODEL, HEAD_SERIES, HeaderSuite()),
     "nodule_followup": ShadowProtocol(NODULE_MODEL, CHEST_SERIES, CHEST_CT_SUITE),
 }
 

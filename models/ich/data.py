@@ -1,9 +1,20 @@
 """Training volumes for the ICH model: head phantoms rendered near the model grid.
 
 `ich_sample`, the source of the shipped weights: a phantom rendered on a small acquisition
-grid (about 1 mm pixels, 5 mm "thick" or 2.5 mm "thin" slices, varied noise) and resampled
-to the model grid with the same `resample` the inference path applies to a real series,
-so partial volume and noise reduction match what the network sees at inference.
+grid (about 1 mm pixels, 5 mm "thick" or 2.5 mm "thin" slices, varied noise), windowed and
+averaged onto the model grid by the same `model_input` the inference path applies to a
+real series (CONFIG.window_first), so partial volume and noise reduction match what the
+network sees at inference.
+
+Window-first (2026-11-29; models.evaluate, validation / held-out, the operating point
+chosen on validation each time): HU-first as before 0.88/0.88 and 0.86/0.86;
+window-first 0.93/0.93 and 0.90/0.76, its false positives nearly all in 5 mm slabs a
+scanner averaged from thin slices (in HU, where the skull swamps a thin layer of blood,
+as the training renders never do); with mimic patches 0.92/0.93 and 0.94/0.68 reading the
+5 mm slab; the same network reading the thin series of such studies (the stroke
+pathway's choice since then, HEAD_SERIES) 0.94/0.98 and 0.92/0.94, the shipped weights.
+Trained on a mix with those slabs (`protocol_mix_sample`-like, 35% slabs, 20% thin) it
+did worse (0.89/0.89 and 0.86/0.90).
 
 `protocol_mix_sample` draws scans the way sites send them and models.evaluate writes them
 (a 5 mm series; thin 0.6-1.25 mm slices; or 5 mm slabs averaged from thin slices). It is
@@ -50,6 +61,9 @@ CONFIG = SegmenterConfig(
     num_res_units=1,
     norm="batch",
     threshold=0.5,
+    # Window each acquired voxel, then average onto the model grid: a 1-2 mm layer of blood
+    # against the inner table survives (models.segmenter.SegmenterConfig.window_first).
+    window_first=True,
     # Post-processing (not training): the voxel threshold, min volume, min probability and
     # max median HU of a finding are chosen on validation studies by
     # models.evaluate.calibrate (models.ich.aggregate); run it after every retrain. 100 HU

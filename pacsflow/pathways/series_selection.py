@@ -30,6 +30,13 @@ class SelectionRules:
     exclude_bone: bool = True
 
 
+# Non-contrast head CT for the ICH model: the thinnest soft-tissue axial series. The model
+# windows every acquired voxel before averaging onto its 5 mm grid (window_first), and a
+# scanner's 5 mm slab has already averaged in HU, where the skull swamps a thin layer of
+# blood against it. A study sent with 5 mm slices only is read as sent.
+HEAD_SERIES = SelectionRules(target_thickness_mm=0.5)
+
+
 @dataclass(frozen=True)
 class SeriesSummary:
     series_uid: str

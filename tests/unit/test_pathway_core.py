@@ -12,7 +12,7 @@ from pacsflow.db.tables import AuditEntry
 from pacsflow.domain import Finding, InferenceResult, ModelRef, Priority
 from pacsflow.governance.audit import AuditLog
 from pacsflow.pathways.headers import InstanceHeader
-from pacsflow.pathways.series_selection import select_series
+from pacsflow.pathways.series_selection import HEAD_SERIES, select_series
 from pacsflow.pathways.triage import decide
 from pacsflow.pathways.validation import CHEST_CT_SUITE, validate_headers
 
@@ -64,6 +64,15 @@ def test_selects_soft_tissue_axial_series_near_target_thickness() -> None:
     assert "bone" in choice.rejected["1.3"]
     assert "further from the target" in choice.rejected["1.4"]
     assert "36 slices" in choice.explain()
+
+
+def test_the_head_rule_reads_the_thinnest_soft_tissue_series_else_the_5_mm_one() -> None:
+    thick = _series("1.2", 36, desc="Head 5mm", kernel="H31s")
+    bone = _series("1.3", 300, desc="Head 0.6mm bone", kernel="H70h", thickness=0.6)
+    thin = _series("1.4", 150, desc="Head 1.25mm", kernel="H31s", thickness=1.25)
+    assert select_series(thick + bone + thin, HEAD_SERIES).series_uid == "1.4"
+    only_thick = select_series(thick + bone, HEAD_SERIES)
+    assert only_thick.series_uid == "1.2" and "bone" in only_thick.rejected["1.3"]
 
 
 def test_no_eligible_series_is_explained() -> None:
