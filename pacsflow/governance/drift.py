@@ -614,6 +614,12 @@ def _compare_categorical(
     )
 
 
+def _geometric_mean(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    return float(np.exp(np.mean(np.log(np.maximum(np.asarray(values, dtype=float), 1e-6)))))
+
+
 def compare(
     profile: ReferenceProfile,
     records: Sequence[DriftRecord],
@@ -670,17 +676,23 @@ def compare(
         )
     latencies = _numbers(analysed, "latency_s")
     latency_p95 = float(np.quantile(latencies, 0.95)) if latencies else None
-    # A real slowdown (CPU fallback, a busy host) moves the median as well; a few slow
-    # studies in a window of heavy-tailed latencies move only its p95. Both must rise.
-    ref_median = profile.numeric["latency_s"].p50 if "latency_s" in profile.numeric else None
-    median_ratio = 1 + (cfg.latency_p95_ratio - 1) / 2
+    # A real slowdown (CPU fallback, a busy host) moves the typical latency as well; a few
+    # slow studies in a window of heavy-tailed latencies move only its p95. Both must rise.
+    # Typical = geometric mean, not median: thin and 5 mm series make latencies bimodal,
+    # and a window's median then sits between the two modes, wherever its mix puts it.
+    ref_typical = (
+        _geometric_mean(profile.numeric["latency_s"].sample)
+        if "latency_s" in profile.numeric
+        else None
+    )
+    typical_ratio = 1 + (cfg.latency_p95_ratio - 1) / 2
     if (
         latency_p95 is not None
         and ref_latency is not None
-        and ref_median is not None
+        and ref_typical is not None
         and len(latencies) >= cfg.min_studies
         and latency_p95 > ref_latency * cfg.latency_p95_ratio
-        and float(np.median(latencies)) > ref_median * median_ratio
+        and _geometric_mean(latencies) > ref_typical * typical_ratio
     ):
         alerts.append(
             f"latency: inference p95 {latency_p95:.2f} s > {cfg.latency_p95_ratio:g} x "
