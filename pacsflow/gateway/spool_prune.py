@@ -12,7 +12,7 @@ The gateway keeps receiving while a prune runs, so a study is never deleted in p
 5. it is renamed to `*.delete` and deleted.
 
 Only one prune runs at a time (a lock file). A prune cut short leaves folders in `.prune/`:
-the next one finishes those of step 4 and puts back those of steps 2-3.
+the next one finishes those of step 5 and puts back those of steps 2-4.
 """
 
 from __future__ import annotations
