@@ -87,8 +87,13 @@ def candidates(
     prob: np.ndarray, volume: Volume, threshold: float
 ) -> tuple[np.ndarray, list[tuple[int, tuple[slice, ...]]], list[Candidate]]:
     """Connected components of `prob >= threshold`: the label map, (label, bounding box)
-    of each and its Candidate summary (volume, 95th-percentile score, median HU)."""
-    labels, _ = ndimage.label(prob >= threshold)
+    of each and its Candidate summary (volume, 95th-percentile score, median HU).
+
+    Bone is never blood: voxels denser than BONE_HU stay out of every component. The map
+    comes back from the 5 mm x 1.5 mm model grid blurred, and a thin subdural's component
+    used to spill into the inner table, so that its median HU read as bone and the
+    finding was dropped (the held-out set's missed subdurals, 2026-11-29)."""
+    labels, _ = ndimage.label((prob >= threshold) & (volume.hu <= BONE_HU))
     boxes: list[tuple[int, tuple[slice, ...]]] = []
     found: list[Candidate] = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):

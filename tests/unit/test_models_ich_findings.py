@@ -94,6 +94,24 @@ def test_dense_components_are_not_blood() -> None:
     assert len(findings_from_probability(prob, volume)[0]) == 1
 
 
+def test_probability_spilling_into_the_skull_does_not_make_blood_read_as_bone() -> None:
+    volume = _head()
+    _, y, x = np.mgrid[0:24, 0:160, 0:140].astype(np.float32)
+    r = np.sqrt(((y - 80) / 70) ** 2 + ((x - 70) / 60) ** 2)
+    # A 2-3 mm layer of blood (70 HU) against the inner table on slices 10-13, and the
+    # probability as a coarse grid maps it back: over the blood and as far again into
+    # the skull, so most of the component's voxels would be bone.
+    layer = (r >= 0.86) & (r < 0.9)
+    layer[:10] = layer[14:] = False
+    volume.hu[layer] = 70.0
+    spill = (r >= 0.86) & (r < 0.96)
+    spill[:10] = spill[14:] = False
+    prob = np.where(spill, 0.95, 0.0).astype(np.float32)
+    findings, labels, _ = findings_from_probability(prob, volume, max_median_hu=100.0)
+    assert len(findings) == 1 and findings[0].subtype == "subdural"
+    assert np.count_nonzero(labels) == np.count_nonzero(layer)  # the bone left out
+
+
 def _streak(shape: tuple[int, int, int], centre_mm: tuple[float, float, float]) -> np.ndarray:
     """A thin blood-filled sulcus: 2 mm wide, 24 mm long (y), one 5 mm slice."""
     z, y, x = np.mgrid[0 : shape[0], 0 : shape[1], 0 : shape[2]].astype(np.float32)
