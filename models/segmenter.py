@@ -88,8 +88,29 @@ def model_input(
     grid, in the order `config.window_first` says (training and inference share it)."""
     shape = model_grid_shape(tuple(hu.shape), spacing_zyx, config.spacing_zyx)  # type: ignore[arg-type]
     if config.window_first:
-        return resample(window_channels(hu, config.windows)[None], shape)
+        return resample(_windowed_in_plane(hu, config.windows, shape[1:])[None], shape)
     return window_channels(resample(hu[None, None], shape)[0, 0], config.windows)[None]
+
+
+WINDOW_SLAB = 16  # slices windowed at once: keeps a 512x512x300 series to ~30 MB a slab
+
+
+def _windowed_in_plane(
+    hu: torch.Tensor, windows: tuple[tuple[float, float], ...], plane: tuple[int, ...]
+) -> torch.Tensor:
+    """(z, y, x) HU -> (C, z, y', x') windowed channels, area-averaged in-plane to the
+    model grid where it is coarser, a slab of slices at a time, so that every channel of
+    a thin series is never held at full resolution (C x 4 bytes per source voxel). The
+    same as windowing it all and averaging once: a box average is the mean along z of
+    the in-plane means, and resample's later pass along z takes that mean."""
+    target = tuple(min(t, s) for t, s in zip(plane, hu.shape[1:], strict=True))
+    slabs = []
+    for z0 in range(0, hu.shape[0], WINDOW_SLAB):
+        slab = window_channels(hu[z0 : z0 + WINDOW_SLAB], windows)  # (C, slab, y, x)
+        if target != tuple(slab.shape[-2:]):
+            slab = F.interpolate(slab, size=target, mode="area")  # 2D: slices as channels
+        slabs.append(slab)
+    return torch.cat(slabs, dim=1)
 
 
 def model_grid_shape(

@@ -73,3 +73,24 @@ def test_configs_without_the_window_order_read_as_hu_first() -> None:
     raw = config.to_json().replace('"window_first": false,', "")
     assert "window_first" not in raw
     assert SegmenterConfig.from_json(raw).window_first is False
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((40, 48, 60), (0.625, 0.5, 0.7)), ((37, 20, 20), (1.0, 2.0, 2.0))],
+    ids=["thin, shrinking in-plane", "growing in-plane"],
+)
+def test_window_first_a_slab_at_a_time_equals_windowing_the_whole_series(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> None:
+    """More slices than one slab (models.segmenter.WINDOW_SLAB), a ragged last slab."""
+    rng = np.random.default_rng(1)
+    hu = torch.from_numpy(rng.normal(60.0, 400.0, shape).astype(np.float32))
+    config = SegmenterConfig(
+        kind="ich", spacing_zyx=(5, 1.5, 1.5), windows=((0, 100), (-100, 300)), window_first=True
+    )
+    whole = resample(
+        window_channels(hu, config.windows)[None],
+        model_grid_shape(shape, spacing, config.spacing_zyx),
+    )
+    assert torch.allclose(model_input(hu, spacing, config), whole, atol=1e-6)
