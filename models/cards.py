@@ -103,15 +103,22 @@ def model_card(spec: ModelSpec, directory: Path = WEIGHTS_DIR) -> str:
         f"{config.get('spacing_zyx')} mm (z, y, x), one channel per HU window "
         f"{config.get('windows')}"
         + (", each windowed before resampling" if config.get("window_first") else "")
+        + (
+            f"; the mean probability of {config['members']} such networks"
+            if config.get("members", 1) > 1
+            else ""
+        )
         + f"; decision threshold {config.get('threshold')}.",
         "",
         "## Training data",
         spec.training_data,
     ]
     if training:
+        seeds = training.get("member_seeds")
         parts += [
             "",
-            f"Seed {training.get('seed')}, {training.get('plan', {}).get('steps')} steps, "
+            (f"Seeds {seeds} (one per network), " if seeds else f"Seed {training.get('seed')}, ")
+            + f"{training.get('plan', {}).get('steps')} steps{' each' if seeds else ''}, "
             f"{training.get('parameters')} parameters, {training.get('seconds')} s on CPU; "
             f"loss {_round(training.get('loss_first_50'))} (first 50 steps) -> "
             f"{_round(training.get('loss_last_50'))} (last 50).",

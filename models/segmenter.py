@@ -34,6 +34,9 @@ class SegmenterConfig:
     # of blood against the inner table averages to the same saturated value as brain
     # against bone. Windowed first, the blood still raises the averaged channel.
     window_first: bool = False
+    # > 1: that many networks of this shape, trained alike from consecutive seeds
+    # (models.training.train_members); the probability map is the mean of theirs.
+    members: int = 1
     extra: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -50,6 +53,25 @@ class SegmenterConfig:
 
 
 def build_network(config: SegmenterConfig) -> torch.nn.Module:
+    if config.members > 1:
+        return MeanProbability([_unet(config) for _ in range(config.members)])
+    return _unet(config)
+
+
+class MeanProbability(torch.nn.Module):
+    """Members' mean probability, given back as a logit so that every caller treats the
+    ensemble as one network (Segmenter applies the sigmoid)."""
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([m(x).sigmoid() for m in self.members]).mean(dim=0)
+        return torch.logit(mean, eps=1e-7)
+
+
+def _unet(config: SegmenterConfig) -> torch.nn.Module:
     return UNet(
         spatial_dims=3,
         in_channels=len(config.windows),

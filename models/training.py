@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -361,6 +362,77 @@ def train_segmenter(
         )
         + "\n"
     )
+    return TrainingResult(weights, config_path, log_path, losses, seconds)
+
+
+def train_members(
+    config: SegmenterConfig,
+    source: SampleSource,
+    plan: TrainingPlan,
+    out_dir: Path,
+    *,
+    name: str,
+    seed: int,
+    extra_log: dict[str, object] | None = None,
+) -> TrainingResult:
+    """`train_segmenter`, for each of `config.members` networks in turn (seeds `seed`,
+    `seed + 1`, ...), written as one model (`write_members`). One member is plain
+    `train_segmenter`."""
+    if config.members == 1:
+        return train_segmenter(
+            config, source, plan, out_dir, name=name, seed=seed, extra_log=extra_log
+        )
+    single = replace(config, members=1)
+    with tempfile.TemporaryDirectory(prefix=f"{name}-members-") as tmp:
+        results = [
+            train_segmenter(
+                single,
+                source,
+                plan,
+                Path(tmp),
+                name=f"{name}-{k}",
+                seed=seed + k,
+                extra_log=extra_log,
+            )
+            for k in range(config.members)
+        ]
+        return write_members(config, [(r.weights, r.log) for r in results], out_dir, name=name)
+
+
+def write_members(
+    config: SegmenterConfig, members: list[tuple[Path, Path]], out_dir: Path, *, name: str
+) -> TrainingResult:
+    """Single networks' (weights, training log) -> one model of `len(members)` members:
+    `<name>.pt` (member k's tensors under `members.<k>.`), `<name>.json` and a
+    `<name>.train.json` that keeps every member's log."""
+    if len(members) != config.members:
+        raise ValueError(f"{name}: the config wants {config.members} members, got {len(members)}")
+    state: dict[str, torch.Tensor] = {}
+    logs = []
+    for k, (weights, log_path) in enumerate(members):
+        for key, tensor in torch.load(weights, map_location="cpu", weights_only=True).items():
+            state[f"members.{k}.{key}"] = tensor
+        logs.append(json.loads(log_path.read_text()))
+    build_network(config).load_state_dict(state)  # refuse members of another shape
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights, config_path = out_dir / f"{name}.pt", out_dir / f"{name}.json"
+    log_path = out_dir / f"{name}.train.json"
+    torch.save(state, weights)
+    config_path.write_text(config.to_json() + "\n")
+    seconds = sum(float(m["seconds"]) for m in logs)
+    summary = {
+        "seed": logs[0]["seed"],
+        "member_seeds": [m["seed"] for m in logs],
+        "plan": logs[0]["plan"],
+        "parameters": sum(int(m["parameters"]) for m in logs),
+        "device_name": logs[0].get("device_name"),
+        "seconds": round(seconds, 1),
+        "loss_first_50": float(np.mean([m["loss_first_50"] for m in logs])),
+        "loss_last_50": float(np.mean([m["loss_last_50"] for m in logs])),
+        "members": logs,
+    }
+    log_path.write_text(json.dumps(summary, indent=2) + "\n")
+    losses = [v for m in logs for v in m["losses_every_10"]]
     return TrainingResult(weights, config_path, log_path, losses, seconds)
 
 

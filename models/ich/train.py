@@ -11,7 +11,7 @@ from pathlib import Path
 
 from models.ich.data import CONFIG, ich_sample
 from models.segmenter import SegmenterConfig
-from models.training import TrainingPlan, train_segmenter, training_main
+from models.training import TrainingPlan, train_members, training_main
 
 PLAN = TrainingPlan(
     steps=4000,
@@ -44,7 +44,7 @@ def train(
     """Train and write `<name>.pt`, `<name>.json`, `<name>.train.json`; returns their paths.
     `matrix` is the in-plane size of the rendered acquisitions (smaller = faster)."""
     plan = replace(plan, steps=steps, pool_size=pool_size, patch_zyx=patch_zyx, batch=batch)
-    result = train_segmenter(
+    result = train_members(
         config,
         partial(ich_sample, config=config, matrix=matrix),
         plan,

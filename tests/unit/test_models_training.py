@@ -26,6 +26,7 @@ from models.training import (
     set_one_cycle,
     to_model_grid,
     train_segmenter,
+    write_members,
 )
 
 TINY_ICH = SegmenterConfig(
@@ -152,6 +153,37 @@ def test_training_is_reproducible_by_seed(tmp_path: Path) -> None:
     wa = torch.load(a["weights"], weights_only=True)
     wb = torch.load(b["weights"], weights_only=True)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_members_train_from_consecutive_seeds_and_serve_their_mean(tmp_path: Path) -> None:
+    kwargs = dict(steps=2, pool_size=1, patch_zyx=(8, 16, 16), batch=1, matrix=48)
+    pair = train_ich(tmp_path / "pair", seed=5, config=replace(TINY_ICH, members=2), **kwargs)  # type: ignore[arg-type]
+    singles = [train_ich(tmp_path / f"s{s}", seed=s, config=TINY_ICH, **kwargs) for s in (5, 6)]  # type: ignore[arg-type]
+    state = torch.load(pair["weights"], weights_only=True)
+    for k, single in enumerate(singles):
+        own = torch.load(single["weights"], weights_only=True)
+        assert all(torch.equal(state[f"members.{k}.{key}"], own[key]) for key in own)
+    log = json.loads(pair["log"].read_text())
+    assert log["member_seeds"] == [5, 6] and len(log["members"]) == 2
+
+    hu = np.random.default_rng(0).normal(60.0, 60.0, (6, 40, 40)).astype(np.float32)
+    ensemble = Segmenter.from_files(pair["weights"], pair["config"])
+    assert ensemble.config.members == 2
+    each = [Segmenter.from_files(s["weights"], s["config"]) for s in singles]
+    x = ensemble.prepare(hu, (5.0, 5.0, 5.0))
+    mean = sum(s.probability_on_model_grid(x) for s in each) / 2
+    assert torch.allclose(ensemble.probability_on_model_grid(x), mean, atol=1e-5)
+
+
+def test_members_of_another_shape_are_refused(tmp_path: Path) -> None:
+    kwargs = dict(steps=1, pool_size=1, patch_zyx=(8, 16, 16), batch=1, matrix=48)
+    small = train_ich(tmp_path / "a", seed=1, config=TINY_ICH, **kwargs)  # type: ignore[arg-type]
+    wide = train_ich(tmp_path / "b", seed=1, config=replace(TINY_ICH, channels=(4, 16)), **kwargs)  # type: ignore[arg-type]
+    pairs = [(r["weights"], r["log"]) for r in (small, wide)]
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        write_members(replace(TINY_ICH, members=2), pairs, tmp_path / "out", name="ich")
+    with pytest.raises(ValueError, match="wants 3 members"):
+        write_members(replace(TINY_ICH, members=3), pairs, tmp_path / "out", name="ich")
 
 
 @pytest.mark.parametrize("seed", [2])
