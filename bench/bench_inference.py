@@ -35,11 +35,15 @@ GOAL_RSS_MB = 3072.0
 CASES: dict[str, dict[str, Any]] = {
     "head_512x512x36_5mm": {"model": "ich", "slices": 36, "slice_mm": 5.0, "fov": 250.0},
     "head_512x512x160_1.25mm": {"model": "ich", "slices": 160, "slice_mm": 1.25, "fov": 250.0},
+    # Not in the goals: the thinnest head series sites send (GE 0.625 mm), which
+    # the stroke pathway prefers; its memory is the window-first worst case.
+    "head_512x512x288_0.625mm": {"model": "ich", "slices": 288, "slice_mm": 0.625, "fov": 250.0},
     "chest_512x512x300_1.25mm": {"model": "nodule", "slices": 300, "slice_mm": 1.25, "fov": 360.0},
 }
 GOALS_WARM_S = {
     "head_512x512x36_5mm": 3.0,
     "head_512x512x160_1.25mm": 8.0,
+    "head_512x512x288_0.625mm": 8.0,  # the thin-head goal, applied to the thinnest series
     "chest_512x512x300_1.25mm": 15.0,
 }
 
