@@ -37,6 +37,7 @@ from models.segmenter import (
     resample,
     window_channels,
 )
+from pacsflow.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,13 @@ def train_segmenter(
     extra_log: dict[str, object] | None = None,
 ) -> TrainingResult:
     """Train a network for `config` on samples from `source`; write `<name>.pt`,
-    `<name>.json` (config) and `<name>.train.json` (plan, seed, loss curve) to out_dir."""
+    `<name>.json` (config) and `<name>.train.json` (plan, seed, loss curve) to out_dir.
+    One network: an ensemble's members are trained one by one (`train_members`)."""
+    if config.members != 1:
+        raise InvalidInputError(
+            f"{name}: train_segmenter trains one network, the config has {config.members} "
+            "members (use train_members)"
+        )
     started = time.perf_counter()
     torch.set_num_threads(plan.threads)
     torch.manual_seed(seed)
@@ -432,7 +439,7 @@ def write_members(
         "members": logs,
     }
     log_path.write_text(json.dumps(summary, indent=2) + "\n")
-    losses = [v for m in logs for v in m["losses_every_10"]]
+    losses = [v for m in logs for v in m["losses_every_10"]]  # what the logs kept, in turn
     return TrainingResult(weights, config_path, log_path, losses, seconds)
 
 

@@ -71,7 +71,7 @@ CONFIG = SegmenterConfig(
     # against the inner table survives (models.segmenter.SegmenterConfig.window_first).
     window_first=True,
     # Three networks from seeds 0, 1, 2, their probabilities averaged: alone, validation
-    # 0.94/0.98, 0.99/0.97 and 0.95/0.92; averaged 0.99/0.99 (NOTES.md, session 9).
+    # 0.97/0.98, 0.99/0.97 and 0.95/0.92; averaged 0.99/0.99 (NOTES.md, session 9).
     members=3,
     # Post-processing (not training): the voxel threshold, min volume, min probability and
     # max median HU of a finding are chosen on validation studies by

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from models.ich.data import ich_sample
+from models.ich.sweep import SINGLE as SWEEP_SINGLE
 from models.ich.train import train as train_ich
 from models.nodule.data import compact
 from models.nodule.train import train as train_nodule
@@ -28,6 +29,7 @@ from models.training import (
     train_segmenter,
     write_members,
 )
+from pacsflow.errors import InvalidInputError
 
 TINY_ICH = SegmenterConfig(
     kind="ich",
@@ -184,6 +186,15 @@ def test_members_of_another_shape_are_refused(tmp_path: Path) -> None:
         write_members(replace(TINY_ICH, members=2), pairs, tmp_path / "out", name="ich")
     with pytest.raises(ValueError, match="wants 3 members"):
         write_members(replace(TINY_ICH, members=3), pairs, tmp_path / "out", name="ich")
+
+
+def test_an_ensemble_config_is_not_trained_as_one_network(tmp_path: Path) -> None:
+    plan = TrainingPlan(steps=1, patch_zyx=(8, 16, 16), batch=1, pool_size=1)
+    with pytest.raises(InvalidInputError, match="train_members"):
+        train_segmenter(
+            replace(TINY_ICH, members=2), _bright_cubes, plan, tmp_path, name="pair", seed=1
+        )
+    assert SWEEP_SINGLE.members == 1  # the GPU sweep compares single networks
 
 
 @pytest.mark.parametrize("seed", [2])
