@@ -10,6 +10,7 @@ import torch
 
 from models.segmenter import (
     SegmenterConfig,
+    build_network,
     model_grid_shape,
     model_input,
     resample,
@@ -94,3 +95,16 @@ def test_window_first_a_slab_at_a_time_equals_windowing_the_whole_series(
         model_grid_shape(shape, spacing, config.spacing_zyx),
     )
     assert torch.allclose(model_input(hu, spacing, config), whole, atol=1e-6)
+
+
+def test_configs_without_members_are_one_network_with_unprefixed_weights() -> None:
+    """Weights shipped before ensembles (a plain UNet state dict) still load."""
+    config = SegmenterConfig(kind="ich", spacing_zyx=(5, 1, 1), windows=((0, 100),))
+    raw = config.to_json().replace('"members": 1,', "")
+    assert "members" not in raw
+    old = SegmenterConfig.from_json(raw)
+    assert old.members == 1
+    state = build_network(old).state_dict()
+    assert not any(key.startswith("members.") for key in state)
+    pair = build_network(replace(old, members=2)).state_dict()
+    assert {key.split(".", 2)[2] for key in pair} == set(state)
