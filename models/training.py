@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import math
-import tempfile
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -384,26 +384,54 @@ def train_members(
 ) -> TrainingResult:
     """`train_segmenter`, for each of `config.members` networks in turn (seeds `seed`,
     `seed + 1`, ...), written as one model (`write_members`). One member is plain
-    `train_segmenter`."""
+    `train_segmenter`.
+
+    Finished members wait in `<out_dir>/<name>.members/` until all are done: a run that
+    stops part-way (a crash, a reboot) resumes with the next member instead of
+    retraining the finished ones. A member is reused only when its seed, plan, config and
+    extra log entries are those asked for now; the folder is removed once the model is
+    written."""
     if config.members == 1:
         return train_segmenter(
             config, source, plan, out_dir, name=name, seed=seed, extra_log=extra_log
         )
     single = replace(config, members=1)
-    with tempfile.TemporaryDirectory(prefix=f"{name}-members-") as tmp:
-        results = [
-            train_segmenter(
-                single,
-                source,
-                plan,
-                Path(tmp),
-                name=f"{name}-{k}",
-                seed=seed + k,
-                extra_log=extra_log,
-            )
-            for k in range(config.members)
-        ]
-        return write_members(config, [(r.weights, r.log) for r in results], out_dir, name=name)
+    parts = out_dir / f"{name}.members"
+    results = []
+    for k in range(config.members):
+        member = f"{name}-{k}"
+        if _finished_member(parts, member, single, plan, seed + k, extra_log):
+            log.info("%s: reusing the finished member in %s", member, parts)
+            results.append((parts / f"{member}.pt", parts / f"{member}.train.json"))
+            continue
+        r = train_segmenter(
+            single, source, plan, parts, name=member, seed=seed + k, extra_log=extra_log
+        )
+        results.append((r.weights, r.log))
+    result = write_members(config, results, out_dir, name=name)
+    shutil.rmtree(parts, ignore_errors=True)
+    return result
+
+
+def _finished_member(
+    parts: Path,
+    member: str,
+    config: SegmenterConfig,
+    plan: TrainingPlan,
+    seed: int,
+    extra_log: dict[str, object] | None,
+) -> bool:
+    """Whether `parts` holds member `member` trained exactly as asked (its log is written
+    last, so a log means the weights are complete)."""
+    weights, config_path = parts / f"{member}.pt", parts / f"{member}.json"
+    log_path = parts / f"{member}.train.json"
+    if not (weights.is_file() and config_path.is_file() and log_path.is_file()):
+        return False
+    logged = json.loads(log_path.read_text())
+    wanted = {"seed": seed, "plan": asdict(plan), **(extra_log or {})}
+    as_logged = json.loads(json.dumps(wanted))  # tuples read back as lists
+    same_config = SegmenterConfig.from_json(config_path.read_text()) == config
+    return same_config and all(logged.get(k) == v for k, v in as_logged.items())
 
 
 def write_members(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from models.training import (
     _patch_inputs,
     set_one_cycle,
     to_model_grid,
+    train_members,
     train_segmenter,
     write_members,
 )
@@ -195,6 +197,62 @@ def test_an_ensemble_config_is_not_trained_as_one_network(tmp_path: Path) -> Non
             replace(TINY_ICH, members=2), _bright_cubes, plan, tmp_path, name="pair", seed=1
         )
     assert SWEEP_SINGLE.members == 1  # the GPU sweep compares single networks
+
+
+def _failing_after(calls: int, source: Callable[[np.random.Generator], Sample]) -> Callable:  # type: ignore[type-arg]
+    """`source`, until it has given `calls` samples; then it fails like a crash would."""
+    given = [0]
+
+    def sample(rng: np.random.Generator) -> Sample:
+        given[0] += 1
+        if given[0] > calls:
+            raise RuntimeError("crashed part-way")
+        return source(rng)
+
+    return sample
+
+
+def _crash_part_way(tmp_path: Path, plan: TrainingPlan, name: str) -> Path:
+    """Train a pair until member 1's first sample fails; mark member 0's finished
+    weights (every tensor zero) so that reusing them shows; return their path."""
+    with pytest.raises(RuntimeError, match="crashed part-way"):
+        train_members(
+            replace(TINY_ICH, members=2),
+            _failing_after(1, _bright_cubes),  # member 0 takes one sample: its pool
+            plan,
+            tmp_path,
+            name=name,
+            seed=5,
+        )
+    finished = tmp_path / f"{name}.members" / f"{name}-0.pt"
+    assert finished.is_file() and not (tmp_path / f"{name}.pt").exists()
+    state = torch.load(finished, weights_only=True)
+    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, finished)
+    return finished
+
+
+def test_members_resume_after_a_crash(tmp_path: Path) -> None:
+    plan = TrainingPlan(steps=2, patch_zyx=(8, 16, 16), batch=1, pool_size=1, refresh_every=0)
+    _crash_part_way(tmp_path, plan, "m")
+    result = train_members(
+        replace(TINY_ICH, members=2), _bright_cubes, plan, tmp_path, name="m", seed=5
+    )
+    state = torch.load(result.weights, weights_only=True)
+    assert all(not v.any() for k, v in state.items() if k.startswith("members.0."))  # reused
+    assert any(v.any() for k, v in state.items() if k.startswith("members.1."))
+    assert json.loads(result.log.read_text())["member_seeds"] == [5, 6]
+    assert not (tmp_path / "m.members").exists()
+
+
+def test_a_finished_member_of_another_plan_is_trained_again(tmp_path: Path) -> None:
+    plan = TrainingPlan(steps=2, patch_zyx=(8, 16, 16), batch=1, pool_size=1, refresh_every=0)
+    _crash_part_way(tmp_path, plan, "m")
+    other = replace(plan, learning_rate=plan.learning_rate / 2)
+    result = train_members(
+        replace(TINY_ICH, members=2), _bright_cubes, other, tmp_path, name="m", seed=5
+    )
+    state = torch.load(result.weights, weights_only=True)
+    assert any(v.any() for k, v in state.items() if k.startswith("members.0."))
 
 
 @pytest.mark.parametrize("seed", [2])
