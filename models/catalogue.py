@@ -53,8 +53,8 @@ ICH = ModelSpec(
         "intraventricular hemorrhages of 0.5-60 mL (log-uniform) on either side, noise "
         "3-14 HU, thick (5 mm) and thin (2.5 mm) acquisitions of about 1 mm pixels, "
         "windowed, then averaged onto the model grid as at inference; a sixth of the "
-        "negative patches centred on blood-density tissue that is not blood. Three "
-        "networks trained alike from seeds 0, 1 and 2; their probabilities are averaged. "
+        "negative patches centred on blood-density tissue that is not blood. Four "
+        "networks trained alike from seeds 0-3; their probabilities are averaged. "
         "The stroke pathway gives it the thinnest soft-tissue series of a study."
     ),
     outputs="voxel probability of acute blood; findings with volume (mL), side, compartment",

@@ -9,7 +9,7 @@ Each variant's operating point is chosen on the validation studies (seeds 20000.
 models.ich.aggregate, as the release's calibration does, and only then applied to the
 held-out studies (seeds 10000..). Every study is rendered once and given to every variant,
 so differences between variants are the networks', not the draw's. The release numbers of
-an adopted variant still come from `python -m models.evaluate ich --calibrate 200`.
+an adopted variant still come from `python -m models.evaluate ich --calibrate 400`.
 """
 
 from __future__ import annotations
