@@ -53,8 +53,9 @@ MODEL_LIMITATIONS: dict[str, tuple[str, ...]] = {
         "False positives are small components (0.17 and 0.42 mL) at about 53 HU in 5 mm "
         "series, one at the posterior-fossa level next to the transverse sinus, which "
         "is venous blood at 42-55 HU on these images.",
-        "Four networks: inference costs about four times one network's (median 0.97 s "
-        "per study at a 256 matrix in the evaluation, against 0.55 s for one).",
+        "Four networks: median 0.97 s per study at a 256 matrix in the evaluation, "
+        "against 0.55 s for one network; reading, windowing and resampling the series "
+        "are most of a study's time (bench/RESULTS.md, inference run 5).",
         "The operating point keeps components from 0.1 mL: a hemorrhage is often "
         "reported with a few small satellite findings beside the main one.",
         "A finding needs a median density of at most max_median_hu (85 HU on the "

@@ -389,7 +389,8 @@ def train_members(
     Finished members wait in `<out_dir>/<name>.members/` until all are done: a run that
     stops part-way (a crash, a reboot) resumes with the next member instead of
     retraining the finished ones. A member is reused only when its seed, plan, config and
-    extra log entries are those asked for now; the folder is removed once the model is
+    extra log entries are those asked for now. The code and the sample source are not
+    compared: after changing them, delete the folder. It is removed once the model is
     written."""
     if config.members == 1:
         return train_segmenter(
@@ -399,11 +400,14 @@ def train_members(
     parts = out_dir / f"{name}.members"
     results = []
     for k in range(config.members):
-        member = f"{name}-{k}"
-        if _finished_member(parts, member, single, plan, seed + k, extra_log):
-            log.info("%s: reusing the finished member in %s", member, parts)
-            results.append((parts / f"{member}.pt", parts / f"{member}.train.json"))
+        member = f"{name}-seed{seed + k}"
+        files = [parts / f"{member}{suffix}" for suffix in (".pt", ".json", ".train.json")]
+        if _finished_member(files, single, plan, seed + k, extra_log):
+            log.warning("%s: reusing the finished member in %s", member, parts)
+            results.append((files[0], files[2]))
             continue
+        for stale in files:  # a log left from another plan must not vouch for new weights
+            stale.unlink(missing_ok=True)
         r = train_segmenter(
             single, source, plan, parts, name=member, seed=seed + k, extra_log=extra_log
         )
@@ -414,23 +418,26 @@ def train_members(
 
 
 def _finished_member(
-    parts: Path,
-    member: str,
+    files: list[Path],
     config: SegmenterConfig,
     plan: TrainingPlan,
     seed: int,
     extra_log: dict[str, object] | None,
 ) -> bool:
-    """Whether `parts` holds member `member` trained exactly as asked (its log is written
-    last, so a log means the weights are complete)."""
-    weights, config_path = parts / f"{member}.pt", parts / f"{member}.json"
-    log_path = parts / f"{member}.train.json"
-    if not (weights.is_file() and config_path.is_file() and log_path.is_file()):
+    """Whether a member's (weights, config, log) were trained exactly as asked.
+    `train_segmenter` writes the log after the weights, and stale files are removed
+    before a member is trained, so a log means the weights are complete."""
+    _, config_path, log_path = files
+    if not all(f.is_file() for f in files):
         return False
-    logged = json.loads(log_path.read_text())
+    try:
+        logged = json.loads(log_path.read_text())
+        same_config = SegmenterConfig.from_json(config_path.read_text()) == config
+    except (ValueError, TypeError, KeyError) as exc:  # cut off or from older code
+        log.warning("%s: unreadable (%s); training it again", log_path, exc)
+        return False
     wanted = {"seed": seed, "plan": asdict(plan), **(extra_log or {})}
     as_logged = json.loads(json.dumps(wanted))  # tuples read back as lists
-    same_config = SegmenterConfig.from_json(config_path.read_text()) == config
     return same_config and all(logged.get(k) == v for k, v in as_logged.items())
 
 

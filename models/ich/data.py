@@ -12,7 +12,7 @@ window-first 0.93/0.93 and 0.90/0.76, its false positives nearly all in 5 mm sla
 scanner averaged from thin slices (in HU, where the skull swamps a thin layer of blood,
 as the training renders never do); with mimic patches 0.92/0.93 and 0.94/0.68 reading the
 5 mm slab; the same network reading the thin series of such studies (the stroke
-pathway's choice since then, HEAD_SERIES) 0.94/0.98 and 0.92/0.94, the shipped weights.
+pathway's choice since then, HEAD_SERIES) 0.94/0.98 and 0.92/0.94, the weights then shipped.
 Trained on a mix with those slabs (`protocol_mix_sample`-like, 35% slabs, 20% thin) it
 did worse (0.89/0.89 and 0.86/0.90).
 
@@ -80,8 +80,9 @@ CONFIG = SegmenterConfig(
     members=4,
     # Post-processing (not training): the voxel threshold, min volume, min probability and
     # max median HU of a finding are chosen on validation studies by
-    # models.evaluate.calibrate (models.ich.aggregate); run it after every retrain. 100 HU
-    # is the top of acute blood's range.
+    # models.evaluate.calibrate (models.ich.aggregate); run it after every retrain. These
+    # are the defaults before calibration (100 HU is the top of acute blood's range); the
+    # shipped values are in models/weights/ich.json.
     extra={"min_volume_ml": 0.1, "max_median_hu": 100.0},
 )
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from models.training import (
     Sample,
     SampleFeed,
     TrainingPlan,
+    TrainingResult,
     _crop,
     _patch_inputs,
     set_one_cycle,
@@ -212,47 +214,79 @@ def _failing_after(calls: int, source: Callable[[np.random.Generator], Sample]) 
     return sample
 
 
-def _crash_part_way(tmp_path: Path, plan: TrainingPlan, name: str) -> Path:
-    """Train a pair until member 1's first sample fails; mark member 0's finished
-    weights (every tensor zero) so that reusing them shows; return their path."""
+PAIR_PLAN = TrainingPlan(steps=2, patch_zyx=(8, 16, 16), batch=1, pool_size=1, refresh_every=0)
+
+
+def _crash_part_way(tmp_path: Path) -> Path:
+    """Train a pair from seed 5 until member 1's first sample fails; mark member 0's
+    finished weights (every tensor zero) so that reusing them shows; return their path."""
     with pytest.raises(RuntimeError, match="crashed part-way"):
         train_members(
             replace(TINY_ICH, members=2),
             _failing_after(1, _bright_cubes),  # member 0 takes one sample: its pool
-            plan,
+            PAIR_PLAN,
             tmp_path,
-            name=name,
+            name="m",
             seed=5,
         )
-    finished = tmp_path / f"{name}.members" / f"{name}-0.pt"
-    assert finished.is_file() and not (tmp_path / f"{name}.pt").exists()
+    finished = tmp_path / "m.members" / "m-seed5.pt"
+    assert finished.is_file() and not (tmp_path / "m.pt").exists()
     state = torch.load(finished, weights_only=True)
     torch.save({k: torch.zeros_like(v) for k, v in state.items()}, finished)
     return finished
 
 
-def test_members_resume_after_a_crash(tmp_path: Path) -> None:
-    plan = TrainingPlan(steps=2, patch_zyx=(8, 16, 16), batch=1, pool_size=1, refresh_every=0)
-    _crash_part_way(tmp_path, plan, "m")
-    result = train_members(
-        replace(TINY_ICH, members=2), _bright_cubes, plan, tmp_path, name="m", seed=5
-    )
+def _member_zero_reused(result: TrainingResult) -> bool:
     state = torch.load(result.weights, weights_only=True)
-    assert all(not v.any() for k, v in state.items() if k.startswith("members.0."))  # reused
     assert any(v.any() for k, v in state.items() if k.startswith("members.1."))
+    return all(not v.any() for k, v in state.items() if k.startswith("members.0."))
+
+
+def test_members_resume_after_a_crash(tmp_path: Path) -> None:
+    _crash_part_way(tmp_path)
+    result = train_members(
+        replace(TINY_ICH, members=2), _bright_cubes, PAIR_PLAN, tmp_path, name="m", seed=5
+    )
+    assert _member_zero_reused(result)
     assert json.loads(result.log.read_text())["member_seeds"] == [5, 6]
     assert not (tmp_path / "m.members").exists()
 
 
-def test_a_finished_member_of_another_plan_is_trained_again(tmp_path: Path) -> None:
-    plan = TrainingPlan(steps=2, patch_zyx=(8, 16, 16), batch=1, pool_size=1, refresh_every=0)
-    _crash_part_way(tmp_path, plan, "m")
-    other = replace(plan, learning_rate=plan.learning_rate / 2)
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"plan": replace(PAIR_PLAN, learning_rate=PAIR_PLAN.learning_rate / 2)},
+        {"extra_log": {"acquisition_matrix": 64}},
+        {"config": replace(TINY_ICH, members=2, windows=((0.0, 80.0), (-100.0, 300.0)))},
+    ],
+    ids=["plan", "extra_log", "config"],
+)
+def test_a_member_trained_otherwise_is_trained_again(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    _crash_part_way(tmp_path)
+    kwargs: dict[str, Any] = {"config": replace(TINY_ICH, members=2), "plan": PAIR_PLAN}
+    kwargs.update(change)
     result = train_members(
-        replace(TINY_ICH, members=2), _bright_cubes, other, tmp_path, name="m", seed=5
+        kwargs.pop("config"),
+        _bright_cubes,
+        kwargs.pop("plan"),
+        tmp_path,
+        name="m",
+        seed=5,
+        **kwargs,
     )
-    state = torch.load(result.weights, weights_only=True)
-    assert any(v.any() for k, v in state.items() if k.startswith("members.0."))
+    assert not _member_zero_reused(result)
+
+
+def test_a_cut_off_member_log_is_trained_again_not_an_error(tmp_path: Path) -> None:
+    finished = _crash_part_way(tmp_path)
+    log_path = finished.with_suffix(".train.json")
+    log_path.write_text(log_path.read_text()[:40])
+    result = train_members(
+        replace(TINY_ICH, members=2), _bright_cubes, PAIR_PLAN, tmp_path, name="m", seed=5
+    )
+    assert not _member_zero_reused(result)
 
 
 @pytest.mark.parametrize("seed", [2])
