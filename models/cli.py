@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pacsflow.config import Settings
+
+if TYPE_CHECKING:
+    from models.segmenter import SegmenterConfig
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
@@ -269,7 +272,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _with_members(model: str, members: int) -> Any:
+def _with_members(model: str, members: int) -> SegmenterConfig:
     """The model's own config with `members` networks (the nodule model trains one)."""
     from dataclasses import replace
 
