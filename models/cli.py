@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pacsflow.config import Settings
+from pacsflow.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from models.segmenter import SegmenterConfig
@@ -211,8 +213,6 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    from pacsflow.errors import InvalidInputError
-
     registry = _registry(settings)
     name = _name(args.model)
     version = args.version or registry.champion_version(name)
@@ -274,10 +274,6 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def _with_members(model: str, members: int) -> SegmenterConfig:
     """The model's own config with `members` networks (the nodule model trains one)."""
-    from dataclasses import replace
-
-    from pacsflow.errors import InvalidInputError
-
     if model == "ich":
         from models.ich.data import CONFIG
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -23,6 +22,7 @@ from models.training import (
     PoolEntry,
     Sample,
     SampleFeed,
+    SampleSource,
     TrainingPlan,
     TrainingResult,
     _crop,
@@ -201,7 +201,7 @@ def test_an_ensemble_config_is_not_trained_as_one_network(tmp_path: Path) -> Non
     assert SWEEP_SINGLE.members == 1  # the GPU sweep compares single networks
 
 
-def _failing_after(calls: int, source: Callable[[np.random.Generator], Sample]) -> Callable:  # type: ignore[type-arg]
+def _failing_after(calls: int, source: SampleSource) -> SampleSource:
     """`source`, until it has given `calls` samples; then it fails like a crash would."""
     given = [0]
 
